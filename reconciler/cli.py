@@ -1,0 +1,369 @@
+"""The ``tc`` command: parses arguments, calls one operation, renders the result.
+
+Exit codes: 0 when every job file is valid and no job has an error, 1
+otherwise, 2 for wrong usage. ``tc diff`` exits 0 without differences, 1 with
+differences and 2 on error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from reconciler import service
+from reconciler.cycle import CycleReport
+from reconciler.errors import JobFileError, TCError
+from reconciler.logconfig import configure_logging
+from reconciler.plan import Plan
+from reconciler.settings import Settings
+from reconciler.spec import JobFile, job_schema
+
+app = typer.Typer(
+    name="tc",
+    help="TeckoChecker: watch OpenAI batches declared in git, trigger Keboola once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DEFAULT_JOB_DIR = Path("jobs.d")
+
+JobDir = Annotated[
+    Path, typer.Argument(help="Directory of job files.", show_default=True)
+]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Directory of the state database [env: TC_STATE_DIR; default: .tc].",
+        show_default=False,
+    ),
+]
+Concurrency = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        min=1,
+        help="Maximum HTTP requests in flight [env: TC_CONCURRENCY; default: 10].",
+        show_default=False,
+    ),
+]
+LogLevel = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        help="Log level on standard error: debug, info, warning, error.",
+        case_sensitive=False,
+    ),
+]
+LogFormat = Annotated[
+    str, typer.Option("--log-format", help="Log format: text or json.")
+]
+
+
+def _settings(state_dir: Path | None = None, concurrency: int | None = None) -> Settings:
+    try:
+        settings = Settings.from_env()
+    except TCError as error:
+        _fail(str(error))
+    return settings.with_overrides(state_dir=state_dir, concurrency=concurrency)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]Error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _logging(level: str, fmt: str) -> None:
+    try:
+        configure_logging(level, fmt)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+@app.command()
+def apply(
+    job_dir: JobDir = DEFAULT_JOB_DIR,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan only; write nothing.")
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Prune every job when the directory has no job files at all.",
+        ),
+    ] = False,
+    state_dir: StateDir = None,
+    concurrency: Concurrency = None,
+    log_level: LogLevel = "warning",
+    log_format: LogFormat = "text",
+) -> None:
+    """Run one cycle: plan, sync, poll every pending batch, trigger, write status.
+
+    Fit for cron. Example: tc apply jobs.d
+    """
+    _logging(log_level, log_format)
+    settings = _settings(state_dir, concurrency)
+    try:
+        report = service.apply(
+            job_dir, settings, dry_run=dry_run, allow_empty=allow_empty
+        )
+    except TCError as error:
+        _fail(str(error))
+    _print_plan(report.plan, job_dir)
+    _print_invalid(report.invalid_files)
+    if not dry_run:
+        _print_outcome(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def diff(
+    job_dir: JobDir = DEFAULT_JOB_DIR,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Show pruning of an empty directory.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Print the plan; exit 0 without differences, 1 with differences, 2 on error."""
+    settings = _settings(state_dir)
+    try:
+        report = service.apply(job_dir, settings, dry_run=True, allow_empty=allow_empty)
+    except TCError as error:
+        _fail(str(error), code=2)
+    _print_plan(report.plan, job_dir)
+    _print_invalid(report.invalid_files)
+    raise typer.Exit(1 if report.plan.has_changes else 0)
+
+
+@app.command()
+def status(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Job names; all jobs when omitted.")
+    ] = None,
+    output: Annotated[
+        str,
+        typer.Option("--output", "-o", help="Output format: table, json or yaml."),
+    ] = "table",
+    state_dir: StateDir = None,
+) -> None:
+    """Show jobs: a table of all, one job in detail, or -o json / -o yaml."""
+    if output not in ("table", "json", "yaml"):
+        raise typer.BadParameter(f"{output!r} is not one of table, json, yaml")
+    settings = _settings(state_dir)
+    try:
+        views = service.status(settings, names or [])
+    except TCError as error:
+        _fail(str(error))
+    mappings = [v.as_mapping() for v in views]
+    if output == "json":
+        sys.stdout.write(json.dumps(mappings, indent=2) + "\n")
+    elif output == "yaml":
+        sys.stdout.write(yaml.safe_dump(mappings, sort_keys=False, allow_unicode=True))
+    elif names and len(views) == 1:
+        _print_job_detail(views[0])
+    else:
+        _print_status_table(views)
+    healthy = all(m["error"] is None and m["status"] != "invalid" for m in mappings)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@app.command()
+def validate(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Job files or directories; jobs.d when omitted."),
+    ] = None,
+) -> None:
+    """Validate job files only: no database, no secrets. For CI and pre-commit."""
+    settings = _settings()
+    try:
+        files = service.validate(paths or [DEFAULT_JOB_DIR], settings)
+    except TCError as error:
+        _fail(str(error))
+    invalid = [f for f in files if f.error is not None]
+    for job_file in files:
+        if job_file.error is None:
+            out.print(f"[green]ok[/green]      {escape(str(job_file.path))}")
+    _print_invalid(invalid)
+    if not files:
+        err.print("No job files found.")
+    raise typer.Exit(1 if invalid else 0)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of job files, for editors and CI."""
+    sys.stdout.write(json.dumps(job_schema(), indent=2) + "\n")
+
+
+@app.command()
+def rerun(
+    name: Annotated[str, typer.Argument(help="The job to trigger again.")],
+    state_dir: StateDir = None,
+) -> None:
+    """Arm a new trigger for a job; the next cycle sends it once its batches are done."""
+    settings = _settings(state_dir)
+    try:
+        previous = service.rerun(settings, name)
+    except TCError as error:
+        _fail(str(error))
+    what = f"superseded trigger {previous}" if previous else "no trigger was armed"
+    out.print(f"{escape(name)}: a new trigger is armed ({what}).")
+
+
+# Rendering
+
+
+def _print_plan(plan: Plan, job_dir: Path) -> None:
+    symbols = {"create": "[green]+[/green]", "update": "[yellow]~[/yellow]", "delete": "[red]-[/red]"}
+    counts = {a: len(plan.of(a)) for a in ("create", "update", "delete", "noop")}
+    out.print(
+        f"Plan for {escape(str(job_dir))}: {counts['create']} to create, "
+        f"{counts['update']} to change, {counts['delete']} to remove, "
+        f"{counts['noop']} unchanged."
+    )
+    for change in plan.changes:
+        if change.action == "noop":
+            continue
+        note = " [red](invalid)[/red]" if change.invalid else ""
+        out.print(f"  {symbols[change.action]} {escape(change.name)}{note}")
+        for detail in change.details:
+            out.print(f"      {escape(detail)}")
+    if plan.prune_blocked:
+        err.print(
+            f"[yellow]Warning:[/yellow] no job files found in {escape(str(job_dir))} "
+            f"while {len(plan.held_back)} jobs exist; nothing is pruned. "
+            "Pass --allow-empty to prune them."
+        )
+
+
+def _print_invalid(files: list[JobFile]) -> None:
+    for job_file in files:
+        assert job_file.error is not None
+        err.print(f"[red]invalid[/red] {escape(str(job_file.path))}")
+        for problem in _problems(job_file.error):
+            err.print(f"  {escape(problem)}")
+
+
+def _problems(error: JobFileError) -> list[str]:
+    return [str(p) for p in error.problems] or [str(error)]
+
+
+def _print_outcome(report: CycleReport) -> None:
+    for job in report.jobs:
+        lines = list(job.messages)
+        if job.previous_status != job.status:
+            lines.append(f"status {job.previous_status} -> {job.status}")
+        if job.error and job.status != "invalid":
+            lines.append(f"[red]error:[/red] {escape(job.error)}")
+        for line in lines:
+            out.print(f"{escape(job.name)}: {line}")
+    written = len(report.status_files_written)
+    out.print(f"{len(report.jobs)} jobs; {written} status files written.")
+
+
+def _trigger_cell(trigger: dict[str, Any] | None) -> str:
+    if trigger is None:
+        return "-"
+    cell = str(trigger["state"])
+    if trigger.get("keboola_job_id"):
+        cell += f" #{trigger['keboola_job_id']}"
+    if trigger.get("keboola_status"):
+        cell += f" ({trigger['keboola_status']})"
+    return cell
+
+
+def _print_status_table(views: list[service.JobView]) -> None:
+    table = Table(box=None, pad_edge=False)
+    for column in ("JOB", "STATUS", "BATCHES", "FAILED", "NEXT CHECK", "TRIGGER"):
+        table.add_column(column)
+    for view in views:
+        m = view.as_mapping()
+        summary = m["summary"]
+        done = summary["completed"] + summary["failed"]
+        table.add_row(
+            escape(m["job"]),
+            _status_markup(m["status"]),
+            f"{done}/{summary['total']}",
+            str(summary["failed"]),
+            m["next_check_at"] or "-",
+            escape(_trigger_cell(m["trigger"])),
+        )
+    if not views:
+        out.print("No jobs. Run `tc apply` to load the job files.")
+        return
+    out.print(table)
+
+
+def _status_markup(value: str) -> str:
+    colour = {
+        "completed": "green",
+        "completed_with_failures": "yellow",
+        "failed": "red",
+        "invalid": "red",
+        "paused": "dim",
+    }.get(value)
+    return f"[{colour}]{value}[/{colour}]" if colour else value
+
+
+def _print_job_detail(view: service.JobView) -> None:
+    m = view.as_mapping()
+    out.print(f"[bold]{escape(m['job'])}[/bold]  {_status_markup(m['status'])}  revision {m['revision']}")
+    out.print(f"file: {escape(str(m['path']))}")
+    out.print(f"last check: {m['last_checked_at'] or '-'}   next check: {m['next_check_at'] or '-'}")
+    if m["error"]:
+        out.print(f"[red]error[/red] since {m['error']['since']}: {escape(m['error']['message'])}")
+    batches = Table(box=None, pad_edge=False, title=None)
+    for column in ("BATCH", "STATUS", "REQUESTS", "OUTPUT FILE", "ERROR FILE", "TERMINAL AT"):
+        batches.add_column(column)
+    for batch in m["batches"]:
+        counts = batch["request_counts"] or {}
+        requests = (
+            f"{counts.get('completed')}/{counts.get('total')} ({counts.get('failed')} failed)"
+            if counts
+            else "-"
+        )
+        batches.add_row(
+            batch["id"],
+            batch["status"] or "unknown",
+            requests,
+            batch["output_file_id"] or "-",
+            batch["error_file_id"] or "-",
+            batch["terminal_at"] or "-",
+        )
+        if batch.get("error"):
+            batches.add_row("", f"[red]{escape(batch['error'])}[/red]", "", "", "", "")
+    out.print(batches)
+    trigger = m["trigger"]
+    if trigger is not None:
+        out.print(
+            f"trigger {trigger['id']}: {escape(_trigger_cell(trigger))}, sent {trigger['sent_at']}"
+        )
+        if trigger.get("keboola_message"):
+            out.print(f"  Keboola: {escape(trigger['keboola_message'])}")
+    if view.events:
+        out.print("recent events:")
+        for event in view.events:
+            out.print(f"  {event.at}  {event.kind:<8} {escape(event.message)}")
+
+
+def main() -> None:
+    """Run the ``tc`` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

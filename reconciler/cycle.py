@@ -1,0 +1,491 @@
+"""One reconcile pass: job files in, status files out.
+
+A cycle loads and validates every job file, diffs them against the state
+database and applies the diff, polls the batches that are due, takes every
+job's trigger a step further, derives each job's status and error, and
+rewrites the status files whose content changed.
+
+A problem with one job (an invalid file, a missing secret, a batch that
+cannot be polled, a rejected trigger) is recorded on that job; the others go
+on. Only a problem with the state database stops the cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from reconciler import status_files
+from reconciler.catalog import Endpoints, endpoints_for, load_directory
+from reconciler.errors import ApiError, HostNotAllowedError, NotFoundError, SecretError
+from reconciler.http_pool import HttpPool
+from reconciler.jobstate import all_terminal, derive_status
+from reconciler.keboola_api import KeboolaClient
+from reconciler.openai_api import Batch, OpenAIClient
+from reconciler.plan import Change, Plan, make_plan
+from reconciler.retrying import RetryPolicy
+from reconciler.secrets import SecretResolver
+from reconciler.settings import Settings
+from reconciler.spec import JobFile, JobSpec, status_path_for
+from reconciler.store import JobRow, Store
+from reconciler.timeutil import from_iso, from_unix, to_iso, utc_now
+from reconciler.trigger import Target, TriggerProtocol
+
+log = logging.getLogger(__name__)
+
+KEBOOLA_FAILURES = frozenset({"error", "cancelled", "terminated"})
+
+
+@dataclass
+class JobReport:
+    """What a cycle did to one job, for the command's output."""
+
+    name: str
+    status: str
+    previous_status: str | None
+    error: str | None
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CycleReport:
+    """The outcome of one cycle."""
+
+    plan: Plan
+    dry_run: bool
+    jobs: list[JobReport] = field(default_factory=list)
+    invalid_files: list[JobFile] = field(default_factory=list)
+    status_files_written: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every file is valid, no job has an error and nothing was held back."""
+        if self.plan.prune_blocked or self.invalid_files:
+            return False
+        return all(j.error is None and j.status != "invalid" for j in self.jobs)
+
+
+@dataclass
+class _Job:
+    """A job's working state during one cycle."""
+
+    row: JobRow
+    spec: JobSpec | None
+    job_file: JobFile | None
+    endpoints: Endpoints | None = None
+    api_key: str | None = None
+    token: str | None = None
+    problems: list[str] = field(default_factory=list)
+    report: JobReport | None = None
+
+
+class Cycle:
+    """One reconcile pass over a job directory.
+
+    Args:
+        job_dir: the directory of job files.
+        settings: the operator's settings.
+        resolver: resolves secret references.
+        transport: an httpx transport for tests; None for the network.
+        due_only: poll only the jobs whose next check is due (the daemon);
+            ``tc apply`` polls every job now.
+    """
+
+    def __init__(
+        self,
+        job_dir: Path,
+        settings: Settings,
+        *,
+        resolver: SecretResolver | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        due_only: bool = False,
+    ) -> None:
+        self.job_dir = job_dir
+        self.settings = settings
+        self.resolver = resolver or SecretResolver()
+        self.transport = transport
+        self.due_only = due_only
+
+    def plan(self, *, allow_empty: bool = False) -> CycleReport:
+        """Compute the plan only; open the database read-only if it exists."""
+        files = load_directory(self.job_dir, self.settings)
+        stored: dict[str, JobRow] = {}
+        if self.settings.database_path.exists():
+            store = Store.open(self.settings.state_dir)
+            try:
+                stored = store.jobs()
+            finally:
+                store.close()
+        plan = make_plan(files, stored, allow_empty=allow_empty)
+        invalid = [f for f in files if f.error is not None]
+        return CycleReport(plan=plan, dry_run=True, invalid_files=invalid)
+
+    async def run(self, store: Store, *, allow_empty: bool = False) -> CycleReport:
+        """Run one cycle against an open store."""
+        files = load_directory(self.job_dir, self.settings)
+        plan = make_plan(files, store.jobs(), allow_empty=allow_empty)
+        report = CycleReport(
+            plan=plan, dry_run=False, invalid_files=[f for f in files if f.error]
+        )
+        if plan.prune_blocked:
+            log.warning(
+                "No job files found in %s while %d jobs exist; nothing is pruned "
+                "(pass --allow-empty to prune them)",
+                self.job_dir,
+                len(plan.held_back),
+            )
+        by_name = {f.name: f for f in files}
+        for change in plan.changes:
+            self._apply_change(store, change, by_name.get(change.name))
+
+        jobs = self._working_jobs(store, by_name)
+        for job in jobs.values():
+            self._rearm(store, job)
+            self._resolve(job)
+
+        async with HttpPool(self.settings, transport=self.transport) as pool:
+            await self._poll(store, pool, jobs)
+            await self._advance_triggers(store, pool, jobs)
+
+        for job in jobs.values():
+            report.jobs.append(self._settle(store, job))
+        with _status_lock(self.settings.state_dir):
+            for job in jobs.values():
+                written = self._write_status_file(store, job)
+                if written is not None:
+                    report.status_files_written.append(written)
+        return report
+
+    # Sync
+
+    def _apply_change(self, store: Store, change: Change, job_file: JobFile | None) -> None:
+        name = change.name
+        if change.action == "delete":
+            row = store.job(name)
+            store.delete_job(name)
+            if row is not None:
+                status_files.remove(status_path_for(Path(row.path)))
+            log.info("Job %s removed: its job file is gone", name)
+            return
+        if change.action == "noop" or job_file is None:
+            return
+        error = str(job_file.error) if job_file.error else None
+        spec = job_file.spec
+        with store.transaction():
+            if change.action == "create":
+                store.insert_job(
+                    name,
+                    path=str(job_file.path),
+                    revision=job_file.revision,
+                    spec=spec.model_dump(mode="json") if spec else None,
+                    spec_revision=job_file.revision if spec else None,
+                    file_error=error,
+                    status="invalid" if error else "active",
+                )
+                store.add_event(name, "created", f"job created at revision {job_file.revision}")
+            elif spec is None:
+                store.update_job(name, path=str(job_file.path), revision=job_file.revision, file_error=error)
+                store.add_event(name, "invalid", f"revision {job_file.revision} is invalid; the last valid spec stays in force")
+            else:
+                store.update_job(
+                    name,
+                    path=str(job_file.path),
+                    revision=job_file.revision,
+                    spec=spec.model_dump(mode="json"),
+                    spec_revision=job_file.revision,
+                    file_error=None,
+                )
+                store.add_event(name, "updated", f"revision {job_file.revision}: " + "; ".join(change.details))
+            if spec is not None:
+                store.set_batch_ids(name, list(spec.batch_ids))
+        if error:
+            log.error("Job %s: job file is invalid:\n%s", name, error)
+        else:
+            log.info("Job %s %sd at revision %s", name, change.action, job_file.revision)
+
+    def _working_jobs(self, store: Store, files: Mapping[str, JobFile]) -> dict[str, _Job]:
+        jobs: dict[str, _Job] = {}
+        for name, row in store.jobs().items():
+            spec = JobSpec.model_validate(row.spec) if row.spec else None
+            jobs[name] = _Job(row=row, spec=spec, job_file=files.get(name))
+        return jobs
+
+    def _rearm(self, store: Store, job: _Job) -> None:
+        """Arm a new trigger when the triggered batch set or target changed."""
+        if job.spec is None or job.row.trigger_id is None:
+            return
+        trigger = store.trigger(job.row.trigger_id)
+        if trigger is None or trigger.state not in ("accepted", "rejected"):
+            return
+        try:
+            endpoints = endpoints_for(job.spec, self.settings)
+        except HostNotAllowedError:
+            return
+        target = _target(job.spec, endpoints).as_dict()
+        changed_set = set(trigger.batch_ids) != set(job.spec.batch_ids)
+        changed_target = trigger.target != target
+        changed_file = trigger.revision != job.row.spec_revision
+        if trigger.state == "accepted" and not (changed_set or changed_target):
+            return
+        if trigger.state == "rejected" and not changed_file:
+            return
+        store.disarm_trigger(job.row.name)
+        what = "batch set or Keboola target changed" if trigger.state == "accepted" else "job file changed after a rejected trigger"
+        store.add_event(job.row.name, "trigger", f"{what}; a new trigger is armed")
+        log.info("Job %s: %s; a new trigger is armed", job.row.name, what)
+        refreshed = store.job(job.row.name)
+        assert refreshed is not None
+        job.row = refreshed
+
+    def _resolve(self, job: _Job) -> None:
+        """Choose the endpoints and resolve the secrets of an active job."""
+        if job.spec is None or job.spec.suspend:
+            return
+        try:
+            job.endpoints = endpoints_for(job.spec, self.settings)
+            job.api_key = self.resolver.resolve(job.spec.openai.api_key, field="openai.api_key")
+            job.token = self.resolver.resolve(job.spec.keboola.token, field="keboola.token")
+        except (SecretError, HostNotAllowedError) as error:
+            job.problems.append(str(error))
+            job.endpoints = None
+            log.error("Job %s: %s", job.row.name, error)
+
+    # Poll
+
+    def _due(self, job: _Job, now: datetime) -> bool:
+        if not self.due_only or job.row.next_check_at is None:
+            return True
+        return from_iso(job.row.next_check_at) <= now
+
+    async def _poll(self, store: Store, pool: HttpPool, jobs: dict[str, _Job]) -> None:
+        """Poll every due, non-terminal batch once, however many jobs list it."""
+        now = utc_now()
+        wanted: dict[tuple[str, str], dict[str, list[str]]] = {}
+        polled_jobs: list[_Job] = []
+        for job in jobs.values():
+            if job.endpoints is None or job.api_key is None or not self._due(job, now):
+                continue
+            pending = [
+                b.batch_id
+                for b in store.batches(job.row.name)
+                if b.status not in ("completed", "failed", "cancelled", "expired")
+            ]
+            if not pending:
+                continue
+            polled_jobs.append(job)
+            key = (job.endpoints.openai_base_url, job.api_key)
+            for batch_id in pending:
+                wanted.setdefault(key, {}).setdefault(batch_id, []).append(job.row.name)
+
+        policy = RetryPolicy.from_settings(self.settings)
+        calls = []
+        for (base_url, api_key), batches in wanted.items():
+            client = OpenAIClient(pool, base_url=base_url, api_key=api_key, policy=policy)
+            for batch_id, job_names in batches.items():
+                calls.append(self._poll_one(store, client, batch_id, job_names))
+        if calls:
+            log.info("Polling %d batches", len(calls))
+            await asyncio.gather(*calls)
+
+        checked = to_iso(utc_now())
+        for job in polled_jobs:
+            assert job.spec is not None
+            next_check = utc_now() + timedelta(seconds=job.spec.poll_interval_seconds)
+            store.update_job(job.row.name, last_checked_at=checked, next_check_at=to_iso(next_check))
+
+    async def _poll_one(
+        self, store: Store, client: OpenAIClient, batch_id: str, job_names: list[str]
+    ) -> None:
+        try:
+            batch = await client.get_batch(batch_id)
+        except ApiError as error:
+            self._record_poll_error(store, batch_id, job_names, _poll_error_text(error))
+            return
+        except Exception as error:  # one batch must never stop the cycle
+            log.exception("Unexpected error polling batch %s", batch_id)
+            self._record_poll_error(store, batch_id, job_names, f"unexpected error: {type(error).__name__}")
+            return
+        self._record_batch(store, batch, job_names)
+
+    def _record_batch(self, store: Store, batch: Batch, job_names: list[str]) -> None:
+        counts = batch.request_counts
+        values: dict[str, Any] = {
+            "status": batch.status,
+            "request_counts": (
+                {"total": counts.total, "completed": counts.completed, "failed": counts.failed}
+                if counts is not None
+                else None
+            ),
+            "output_file_id": batch.output_file_id,
+            "error_file_id": batch.error_file_id,
+            "terminal_at": from_unix(batch.terminal_at),
+            "error": None,
+            "polled_at": to_iso(utc_now()),
+        }
+        with store.transaction():
+            for name in job_names:
+                before = {b.batch_id: b for b in store.batches(name)}.get(batch.id)
+                store.update_batch(name, batch.id, **values)
+                if before is not None and before.status != batch.status:
+                    store.add_event(name, "batch", f"{batch.id}: {before.status or 'unknown'} -> {batch.status}")
+                    log.info("Job %s: batch %s is %s", name, batch.id, batch.status)
+
+    def _record_poll_error(self, store: Store, batch_id: str, job_names: list[str], text: str) -> None:
+        with store.transaction():
+            for name in job_names:
+                before = {b.batch_id: b for b in store.batches(name)}.get(batch_id)
+                store.update_batch(name, batch_id, error=text, polled_at=to_iso(utc_now()))
+                if before is not None and before.error != text:
+                    store.add_event(name, "error", f"{batch_id}: {text}")
+        log.error("Batch %s of job(s) %s cannot be polled: %s", batch_id, ", ".join(job_names), text)
+
+    # Trigger
+
+    async def _advance_triggers(self, store: Store, pool: HttpPool, jobs: dict[str, _Job]) -> None:
+        protocol = TriggerProtocol(store, self.settings)
+        policy = RetryPolicy.from_settings(self.settings)
+        now = utc_now()
+        calls = []
+        for job in jobs.values():
+            if job.spec is None or job.endpoints is None or job.token is None:
+                continue
+            batches = store.batches(job.row.name)
+            if job.row.trigger_id is None and not all_terminal(batches):
+                continue
+            queue = KeboolaClient(pool, queue_url=job.endpoints.queue_url, token=job.token, policy=policy)
+            target = _target(job.spec, job.endpoints)
+            follow = self._follow_due(store, job, now)
+            calls.append(self._advance_one(protocol, job, batches, target, queue, follow))
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def _advance_one(self, protocol: TriggerProtocol, job: _Job, batches: Any, target: Target, queue: KeboolaClient, follow: bool) -> None:
+        try:
+            outcome = await protocol.advance(job.row.name, batches, target, queue, follow_due=follow)
+        except Exception as error:  # one job must never stop the cycle
+            log.exception("Unexpected error in the trigger of job %s", job.row.name)
+            job.problems.append(f"unexpected error in the trigger: {type(error).__name__}")
+            return
+        if outcome.error:
+            job.problems.append(outcome.error)
+        if outcome.message:
+            job.report = job.report or JobReport(job.row.name, "", None, None)
+            job.report.messages.append(outcome.message)
+
+    def _follow_due(self, store: Store, job: _Job, now: datetime) -> bool:
+        if not self.due_only or job.row.trigger_id is None:
+            return True
+        trigger = store.trigger(job.row.trigger_id)
+        if trigger is None or trigger.keboola_checked_at is None:
+            return True
+        wait = timedelta(seconds=self.settings.keboola_poll_seconds)
+        return from_iso(trigger.keboola_checked_at) + wait <= now
+
+    # Settle
+
+    def _settle(self, store: Store, job: _Job) -> JobReport:
+        """Derive and record the job's status and error after this cycle."""
+        name = job.row.name
+        row = store.job(name)
+        assert row is not None
+        batches = store.batches(name)
+        trigger = store.trigger(row.trigger_id) if row.trigger_id else None
+        status = derive_status(
+            file_invalid=row.file_error is not None,
+            suspended=bool(job.spec and job.spec.suspend),
+            batches=batches,
+            trigger=trigger,
+        )
+        problems = []
+        if row.file_error:
+            problems.append(row.file_error)
+        problems.extend(job.problems)
+        if trigger is not None and trigger.state == "rejected" and trigger.keboola_message:
+            problems.append(f"Keboola rejected the trigger: {trigger.keboola_message}")
+        if trigger is not None and trigger.state == "unknown" and trigger.last_error and not job.problems:
+            problems.append(trigger.last_error)
+        if trigger is not None and trigger.keboola_finished and trigger.keboola_status in KEBOOLA_FAILURES:
+            detail = f": {trigger.keboola_message}" if trigger.keboola_message else ""
+            problems.append(f"Keboola job {trigger.keboola_job_id} ended with status {trigger.keboola_status}{detail}")
+        failing = [b for b in batches if b.error]
+        if failing and status not in ("completed", "completed_with_failures"):
+            ids = ", ".join(b.batch_id for b in failing)
+            problems.append(f"{len(failing)} batch(es) cannot be polled ({ids}); see their errors")
+        message = _dedupe_join(problems)
+        since = row.error_since if message and message == row.error_message else (to_iso(utc_now()) if message else None)
+
+        with store.transaction():
+            store.update_job(name, status=status, error_message=message, error_since=since)
+            if status != row.status:
+                store.add_event(name, "status", f"{row.status} -> {status}")
+            if message and message != row.error_message:
+                store.add_event(name, "error", message)
+            elif row.error_message and not message:
+                store.add_event(name, "error", "error cleared")
+        if status != row.status:
+            log.info("Job %s: status %s -> %s", name, row.status, status)
+        if message and message != row.error_message:
+            log.error("Job %s: %s", name, message)
+        report = job.report or JobReport(name, status, None, None)
+        report.status = status
+        report.previous_status = row.status
+        report.error = message
+        return report
+
+    def _write_status_file(self, store: Store, job: _Job) -> Path | None:
+        row = store.job(job.row.name)
+        if row is None:
+            return None
+        job_path = Path(row.path)
+        if not job_path.parent.is_dir():
+            return None
+        trigger = store.trigger(row.trigger_id) if row.trigger_id else None
+        document = status_files.build_document(row, store.batches(row.name), trigger)
+        path = status_path_for(job_path)
+        text = status_files.render(document, job_path.name)
+        if status_files.write_if_changed(path, text):
+            return path
+        return None
+
+
+def _target(spec: JobSpec, endpoints: Endpoints) -> Target:
+    return Target(
+        queue_url=endpoints.queue_url,
+        component_id=spec.keboola.component_id,
+        configuration_id=spec.keboola.configuration_id,
+    )
+
+
+def _poll_error_text(error: ApiError) -> str:
+    if isinstance(error, NotFoundError):
+        return (
+            f"{error.message}; check the batch id and that the key belongs to "
+            "the batch's OpenAI project"
+        )
+    return error.message
+
+
+def _dedupe_join(problems: list[str]) -> str | None:
+    unique = list(dict.fromkeys(p for p in problems if p))
+    return "\n".join(unique) if unique else None
+
+
+@contextmanager
+def _status_lock(state_dir: Path) -> Iterator[None]:
+    """Serialise status-file writes of processes sharing a state directory."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "status.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,516 @@
+"""The state database: one SQLite file, reached only through this module.
+
+The database runs in WAL mode with a busy timeout, so the daemon, ``tc apply``
+and ``tc status`` can use it at the same time. Its schema carries a version
+and migrates itself forward when opened.
+
+Tables:
+
+- ``meta``: key and value pairs, among them ``schema_version``;
+- ``jobs``: one row per job: the last valid spec and its revision, the
+  current file's revision and validation error, status, error, the current
+  trigger and the check times;
+- ``batches``: one row per batch of a job, in job-file order, with the latest
+  OpenAI fields that matter;
+- ``triggers``: every trigger ever claimed, current or superseded;
+- ``events``: the history of each job (status changes, triggers, errors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from reconciler.errors import StoreError
+from reconciler.timeutil import to_iso, utc_now
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 10.0
+EVENTS_KEPT_PER_JOB = 200
+
+GITIGNORE_TEXT = "# Created by TeckoChecker: the state directory is never committed.\n*\n"
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job as the state database records it."""
+
+    name: str
+    path: str
+    revision: str
+    spec: dict[str, Any] | None
+    spec_revision: str | None
+    file_error: str | None
+    status: str
+    error_message: str | None
+    error_since: str | None
+    trigger_id: str | None
+    trigger_not_before: str | None
+    last_checked_at: str | None
+    next_check_at: str | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One batch of one job, with the latest fields OpenAI reported."""
+
+    job: str
+    batch_id: str
+    position: int
+    status: str | None
+    request_counts: dict[str, int | None] | None
+    output_file_id: str | None
+    error_file_id: str | None
+    terminal_at: str | None
+    error: str | None
+    polled_at: str | None
+
+
+@dataclass(frozen=True)
+class TriggerRow:
+    """One claimed trigger of a job.
+
+    ``state`` is ``sending`` while one process owns the send (until
+    ``lease_until``), ``unknown`` when the send's outcome is not known,
+    ``accepted`` or ``rejected``.
+    """
+
+    id: str
+    job: str
+    revision: str | None
+    batch_ids: list[str]
+    target: dict[str, str]
+    state: str
+    claimed_at: str
+    sent_at: str | None
+    lease_until: str | None
+    attempts: int
+    keboola_job_id: str | None
+    keboola_status: str | None
+    keboola_message: str | None
+    keboola_finished: bool
+    keboola_checked_at: str | None
+    parameters: dict[str, str]
+    last_error: str | None
+    superseded: bool
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One entry of a job's history."""
+
+    job: str
+    at: str
+    kind: str
+    message: str
+
+
+_JSON_COLUMNS = {"spec", "request_counts", "batch_ids", "target", "parameters"}
+_BOOL_COLUMNS = {"keboola_finished", "superseded"}
+
+
+def _row_to(cls: type[Any], row: dict[str, Any]) -> Any:
+    values = {}
+    for f in fields(cls):
+        value = row.get(f.name)
+        if f.name in _JSON_COLUMNS and value is not None:
+            value = json.loads(value)
+        if f.name in _BOOL_COLUMNS:
+            value = bool(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def _to_columns(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if key in _JSON_COLUMNS and value is not None:
+            value = json.dumps(value, sort_keys=False)
+        if key in _BOOL_COLUMNS:
+            value = int(bool(value))
+        out[key] = value
+    return out
+
+
+def _migrate_to_1(db: sqlite_utils.Database) -> None:
+    db["jobs"].create(
+        {
+            "name": str,
+            "path": str,
+            "revision": str,
+            "spec": str,
+            "spec_revision": str,
+            "file_error": str,
+            "status": str,
+            "error_message": str,
+            "error_since": str,
+            "trigger_id": str,
+            "trigger_not_before": str,
+            "last_checked_at": str,
+            "next_check_at": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="name",
+        not_null={"path", "revision", "status", "created_at", "updated_at"},
+    )
+    db["batches"].create(
+        {
+            "job": str,
+            "batch_id": str,
+            "position": int,
+            "status": str,
+            "request_counts": str,
+            "output_file_id": str,
+            "error_file_id": str,
+            "terminal_at": str,
+            "error": str,
+            "polled_at": str,
+        },
+        pk=("job", "batch_id"),
+        foreign_keys=[("job", "jobs", "name")],
+    )
+    db["triggers"].create(
+        {
+            "id": str,
+            "job": str,
+            "revision": str,
+            "batch_ids": str,
+            "target": str,
+            "state": str,
+            "claimed_at": str,
+            "sent_at": str,
+            "lease_until": str,
+            "attempts": int,
+            "keboola_job_id": str,
+            "keboola_status": str,
+            "keboola_message": str,
+            "keboola_finished": int,
+            "keboola_checked_at": str,
+            "parameters": str,
+            "last_error": str,
+            "superseded": int,
+        },
+        pk="id",
+        not_null={"job", "state", "claimed_at"},
+        defaults={"attempts": 0, "keboola_finished": 0, "superseded": 0},
+    )
+    db["triggers"].create_index(["job"])
+    db["events"].create(
+        {"id": int, "job": str, "at": str, "kind": str, "message": str},
+        pk="id",
+        not_null={"job", "at", "kind", "message"},
+    )
+    db["events"].create_index(["job", "id"])
+
+
+# Migration n turns a database of schema version n - 1 into version n.
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migrate_to_1}
+
+
+class Store:
+    """The state database of one state directory.
+
+    Open it with ``Store.open``; every write happens inside ``transaction``,
+    which takes SQLite's write lock at the start (``BEGIN IMMEDIATE``), so
+    a read followed by a write in one transaction is atomic across processes.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.path = path
+        self._conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._depth = 0
+
+    @classmethod
+    def open(cls, state_dir: Path, *, create: bool = True) -> Store:
+        """Open (and if needed create and migrate) the database in ``state_dir``.
+
+        Raises:
+            StoreError: the directory cannot be created, the file is not a
+                SQLite database, or it is locked beyond the busy timeout.
+        """
+        path = state_dir / "state.db"
+        if not create and not path.exists():
+            msg = f"no state database at {path}; run `tc apply` first"
+            raise StoreError(msg)
+        try:
+            _prepare_state_dir(state_dir)
+            conn = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except OSError as error:
+            msg = f"cannot create the state directory {state_dir}: {error.strerror}"
+            raise StoreError(msg) from error
+        except sqlite3.Error as error:
+            raise _store_error(path, error) from error
+        store = cls(conn, path)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store._migrate()
+        except sqlite3.Error as error:
+            conn.close()
+            raise _store_error(path, error) from error
+        return store
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block in one write transaction; nested blocks join the outer one.
+
+        Raises:
+            StoreError: the database is locked beyond the busy timeout or
+                cannot be written.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise _store_error(self.path, error) from error
+        self._depth = 1
+        try:
+            yield
+        except BaseException as error:
+            self._depth = 0
+            self._conn.execute("ROLLBACK")
+            if isinstance(error, sqlite3.Error):
+                raise _store_error(self.path, error) from error
+            raise
+        self._depth = 0
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._conn.execute("ROLLBACK")
+            raise _store_error(self.path, error) from error
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            if "meta" not in self.db.table_names():
+                self.db["meta"].create({"key": str, "value": str}, pk="key")
+            version = int(self._meta("schema_version") or 0)
+            if version > SCHEMA_VERSION:
+                msg = (
+                    f"state database {self.path} has schema version {version}, "
+                    f"newer than this TeckoChecker ({SCHEMA_VERSION}); upgrade tc"
+                )
+                raise StoreError(msg)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](self.db)
+                self._set_meta("schema_version", str(target))
+                log.info("State database migrated to schema version %d", target)
+
+    def _meta(self, key: str) -> str | None:
+        rows = list(self.db["meta"].rows_where("key = ?", [key]))
+        return str(rows[0]["value"]) if rows else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db["meta"].upsert({"key": key, "value": value}, pk="key")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version the database is at."""
+        return int(self._meta("schema_version") or 0)
+
+    # Jobs
+
+    def jobs(self) -> dict[str, JobRow]:
+        """Return every job, by name."""
+        rows = self.db["jobs"].rows_where(order_by="name")
+        return {row["name"]: _row_to(JobRow, row) for row in rows}
+
+    def job(self, name: str) -> JobRow | None:
+        """Return one job, or None."""
+        rows = list(self.db["jobs"].rows_where("name = ?", [name]))
+        return _row_to(JobRow, rows[0]) if rows else None
+
+    def insert_job(self, name: str, **values: Any) -> None:
+        """Insert a new job row."""
+        now = to_iso(utc_now())
+        record = {"name": name, "created_at": now, "updated_at": now, **values}
+        self.db["jobs"].insert(_to_columns(record))
+
+    def update_job(self, name: str, **values: Any) -> None:
+        """Update fields of a job row."""
+        values["updated_at"] = to_iso(utc_now())
+        self.db["jobs"].update(name, _to_columns(values))
+
+    def delete_job(self, name: str) -> None:
+        """Delete a job with its batches, triggers and events."""
+        with self.transaction():
+            for table in ("batches", "triggers", "events"):
+                self.db[table].delete_where("job = ?", [name])
+            self.db["jobs"].delete_where("name = ?", [name])
+
+    # Batches
+
+    def batches(self, job: str) -> list[BatchRow]:
+        """Return a job's batches in job-file order."""
+        rows = self.db["batches"].rows_where("job = ?", [job], order_by="position")
+        return [_row_to(BatchRow, row) for row in rows]
+
+    def all_batches(self) -> dict[str, list[BatchRow]]:
+        """Return every job's batches, by job name, each list in job-file order."""
+        result: dict[str, list[BatchRow]] = {}
+        for row in self.db["batches"].rows_where(order_by="job, position"):
+            result.setdefault(row["job"], []).append(_row_to(BatchRow, row))
+        return result
+
+    def set_batch_ids(self, job: str, batch_ids: list[str]) -> None:
+        """Make a job track exactly ``batch_ids``, in that order.
+
+        Batches already tracked keep what was seen of them; new ones start
+        unknown; batches no longer listed are dropped.
+        """
+        with self.transaction():
+            table = self.db["batches"]
+            known = {row["batch_id"] for row in table.rows_where("job = ?", [job])}
+            for gone in known - set(batch_ids):
+                table.delete_where("job = ? AND batch_id = ?", [job, gone])
+            for position, batch_id in enumerate(batch_ids):
+                if batch_id in known:
+                    table.update((job, batch_id), {"position": position})
+                else:
+                    table.insert({"job": job, "batch_id": batch_id, "position": position})
+
+    def update_batch(self, job: str, batch_id: str, **values: Any) -> None:
+        """Update fields of one batch of one job."""
+        self.db["batches"].update((job, batch_id), _to_columns(values))
+
+    # Triggers
+
+    def trigger(self, trigger_id: str) -> TriggerRow | None:
+        """Return one trigger, or None."""
+        rows = list(self.db["triggers"].rows_where("id = ?", [trigger_id]))
+        return _row_to(TriggerRow, rows[0]) if rows else None
+
+    def claim_trigger(self, job: str, trigger: dict[str, Any]) -> bool:
+        """Record ``trigger`` as the job's current one, unless the job has one.
+
+        The check and the write happen in one write transaction, so of several
+        processes claiming at once exactly one wins.
+
+        Returns:
+            True when this call claimed the trigger.
+        """
+        with self.transaction():
+            current = self.job(job)
+            if current is None or current.trigger_id is not None:
+                return False
+            self.db["triggers"].insert(_to_columns({"job": job, **trigger}))
+            self.update_job(job, trigger_id=trigger["id"], trigger_not_before=None)
+            return True
+
+    def update_trigger(
+        self, trigger_id: str, *, expect_state: str | None = None, **values: Any
+    ) -> bool:
+        """Update a trigger; with ``expect_state``, only if it is in that state.
+
+        Returns:
+            True when the row was updated.
+        """
+        with self.transaction():
+            current = self.trigger(trigger_id)
+            if current is None:
+                return False
+            if expect_state is not None and current.state != expect_state:
+                return False
+            self.db["triggers"].update(trigger_id, _to_columns(values))
+            return True
+
+    def release_trigger(self, job: str, trigger_id: str, not_before: str) -> None:
+        """Drop a claim whose request Keboola did not create (429)."""
+        with self.transaction():
+            self.db["triggers"].delete_where("id = ?", [trigger_id])
+            row = self.job(job)
+            if row is not None and row.trigger_id == trigger_id:
+                self.update_job(job, trigger_id=None, trigger_not_before=not_before)
+
+    def disarm_trigger(self, job: str) -> str | None:
+        """Mark the job's current trigger superseded so a new one can be claimed.
+
+        Returns:
+            The superseded trigger's id, or None when the job had none.
+        """
+        with self.transaction():
+            row = self.job(job)
+            if row is None or row.trigger_id is None:
+                return None
+            self.db["triggers"].update(row.trigger_id, {"superseded": 1})
+            self.update_job(job, trigger_id=None, trigger_not_before=None)
+            return row.trigger_id
+
+    # Events
+
+    def add_event(self, job: str, kind: str, message: str) -> None:
+        """Append an event to a job's history, keeping the newest ones only."""
+        with self.transaction():
+            table = self.db["events"]
+            table.insert(
+                {"job": job, "at": to_iso(utc_now()), "kind": kind, "message": message}
+            )
+            self._conn.execute(
+                "DELETE FROM events WHERE job = ? AND id NOT IN "
+                "(SELECT id FROM events WHERE job = ? ORDER BY id DESC LIMIT ?)",
+                [job, job, EVENTS_KEPT_PER_JOB],
+            )
+
+    def events(self, job: str, limit: int = 20) -> list[EventRow]:
+        """Return a job's newest events, oldest first."""
+        rows = list(
+            self.db["events"].rows_where(
+                "job = ?", [job], order_by="id desc", limit=limit
+            )
+        )
+        return [_row_to(EventRow, row) for row in reversed(rows)]
+
+
+def _prepare_state_dir(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ignore = state_dir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(GITIGNORE_TEXT, encoding="utf-8")
+
+
+def _store_error(path: Path, error: sqlite3.Error) -> StoreError:
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        msg = (
+            f"state database {path} is locked by another process for more than "
+            f"{BUSY_TIMEOUT_SECONDS:g} s; try again, or look for a stuck tc process"
+        )
+    elif "not a database" in text or "malformed" in text:
+        msg = (
+            f"state database {path} is not a valid SQLite database ({text}); "
+            "move it aside and run again to start a new one"
+        )
+    elif "readonly" in text or "read-only" in text:
+        msg = f"state database {path} is read-only; make its directory writable"
+    else:
+        msg = f"state database {path} failed: {text}"
+    return StoreError(msg)
