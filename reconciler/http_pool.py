@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from types import TracebackType
 
@@ -50,7 +50,7 @@ class HttpPool:
 
     Attributes:
         limiter: semaphore with ``settings.concurrency`` slots. Each API
-            client holds one slot for each HTTP attempt, and not while it
+            client takes one slot for each HTTP attempt, and not while it
             waits between retries.
     """
 
@@ -118,9 +118,17 @@ class HttpPool:
         self._clients[origin] = client
         return client
 
-    async def send(self, request: httpx.Request) -> httpx.Response:
+    async def send(
+        self,
+        method: str,
+        url: httpx.URL,
+        *,
+        headers: Mapping[str, str],
+        json: object = None,
+    ) -> httpx.Response:
         """Send one request under the limiter and read the whole response.
 
+        The request gets the client's default headers, such as User-Agent.
         Besides httpx's own per-phase timeouts, the attempt as a whole must
         finish within ``timeout`` seconds; waiting for a limiter slot does not
         count.
@@ -129,7 +137,8 @@ class HttpPool:
             httpx.TransportError: the request failed, as in ``httpx``.
             TimeoutError: the attempt took longer than ``timeout`` seconds.
         """
-        client = self.client_for(str(request.url))
+        client = self.client_for(str(url))
+        request = client.build_request(method, url, headers=headers, json=json)
         async with self.limiter, asyncio.timeout(self._settings.http_timeout):
             return await client.send(request)
 
@@ -168,12 +177,29 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 def clip(text: str, limit: int = MAX_ERROR_TEXT) -> str:
-    """Return ``text`` on one line, cut to ``limit`` characters."""
+    """Return ``text`` on one line, cut to ``limit`` characters.
+
+    Redact secrets before clipping, because a cut through a secret leaves a
+    prefix that ``redact`` no longer finds.
+    """
     text = " ".join(text.split())
     if len(text) <= limit:
         return text
 
     return text[: limit - 3] + "..."
+
+
+def remote_text(
+    value: object, secrets: Iterable[str], limit: int = MAX_ERROR_TEXT
+) -> str | None:
+    """Return a text from a response, redacted and clipped.
+
+    Returns None when ``value`` is not a string or is blank.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+
+    return clip(redact(value, secrets), limit)
 
 
 def json_body(response: httpx.Response) -> object:
@@ -189,10 +215,13 @@ def json_body(response: httpx.Response) -> object:
         raise ValueError(msg) from exc
 
 
-def describe_transport_error(exc: BaseException, timeout: float) -> str:
+def describe_transport_error(
+    exc: BaseException, timeout: float, secrets: Iterable[str]
+) -> str:
     """Describe an error of ``HttpPool.send`` in one short phrase.
 
-    The text of httpx errors names no header, so it holds no token.
+    httpx puts no header in its error texts, but ``secrets`` are redacted
+    anyway in case a lower layer echoes one.
     """
     if isinstance(exc, TimeoutError):
         return f"timed out after {timeout:g} s"
@@ -200,7 +229,7 @@ def describe_transport_error(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({exc.__class__.__name__})"
 
-    detail = clip(str(exc), 200)
+    detail = clip(redact(str(exc), secrets), 200)
     name = exc.__class__.__name__
     return f"{name}: {detail}" if detail else name
 

@@ -1,9 +1,9 @@
 """Client for the Keboola Job Queue API.
 
-``create_job`` makes exactly one attempt. When its outcome cannot be known (a
-timeout, a dropped connection, a 5xx answer or a success answer without a
-job), it raises ``OutcomeUnknownError``, and the caller must search for the
-job with ``search_jobs`` before sending the request again. Reads are retried
+``create_job`` makes exactly one attempt. When its outcome cannot be known
+after a timeout, a dropped connection, a 5xx response or a success response
+without a job, it raises ``OutcomeUnknownError``. The caller must then search
+for the job with ``search_jobs`` before sending the request again. Reads are retried
 per the ``RetryPolicy``.
 
 Keboola's PHP services encode an empty object as ``[]``, so every field that
@@ -30,11 +30,11 @@ from reconciler.errors import (
 )
 from reconciler.http_pool import (
     HttpPool,
-    clip,
     describe_transport_error,
     error_class_for_status,
     json_body,
     redact,
+    remote_text,
     request_never_sent,
     url_origin,
 )
@@ -125,16 +125,17 @@ class KeboolaClient:
     ) -> KeboolaJob:
         """Create a job that runs a stored configuration with inline variables.
 
-        Sends one ``POST /jobs`` and never repeats it. The stored
-        configuration is used as is, with the variables filling its
-        placeholders; no ``configData`` is sent, because it would replace the
-        stored configuration for the run.
+        Sends one ``POST /jobs`` and never repeats it. The variables fill the
+        placeholders of the stored configuration, which stays unchanged. No
+        ``configData`` is sent, because it would replace the stored
+        configuration for this run.
 
         Raises:
             TransientApiError: 429, or no connection could be opened. The job
                 was not created, so the request may be sent again.
-            OutcomeUnknownError: a timeout, a dropped connection, a 5xx answer
-                or a success answer without a job. The job may exist.
+            OutcomeUnknownError: a timeout, a dropped connection, a 5xx
+                response or a success response without a job. The job may
+                exist.
             AuthError: the token is invalid (401) or not allowed (403).
             PermanentApiError: another 4xx, with Keboola's message and
                 ``exceptionId`` as ``reference``, or a redirect.
@@ -149,10 +150,10 @@ class KeboolaClient:
         }
         url = self._url("/jobs")
         what = f"Keboola POST {url.path}"
-        request = httpx.Request("POST", url, headers=self._headers, json=body)
-
         try:
-            response = await self._pool.send(request)
+            response = await self._pool.send(
+                "POST", url, headers=self._headers, json=body
+            )
         except (httpx.TransportError, TimeoutError) as exc:
             raise self._transport_error(exc, what, creating=True) from exc
 
@@ -260,9 +261,8 @@ class KeboolaClient:
 
     async def _get(self, url: httpx.URL, what: str, parse: Callable[[object], R]) -> R:
         """Send one GET and parse the body, raising an ``ApiError`` on failure."""
-        request = httpx.Request("GET", url, headers=self._headers)
         try:
-            response = await self._pool.send(request)
+            response = await self._pool.send("GET", url, headers=self._headers)
         except (httpx.TransportError, TimeoutError) as exc:
             raise self._transport_error(exc, what, creating=False) from exc
 
@@ -281,7 +281,7 @@ class KeboolaClient:
     def _transport_error(
         self, exc: BaseException, what: str, *, creating: bool
     ) -> TransientApiError:
-        reason = describe_transport_error(exc, self._pool.timeout)
+        reason = describe_transport_error(exc, self._pool.timeout, self._secrets)
         if creating and not request_never_sent(exc):
             message = self._redact(f"{what} failed: {reason}; the job may exist")
             return OutcomeUnknownError(message, service=SERVICE)
@@ -293,7 +293,7 @@ class KeboolaClient:
         self, response: httpx.Response, what: str, *, creating: bool
     ) -> ApiError:
         status = response.status_code
-        code, exception_id, text = _error_fields(response)
+        code, exception_id, text = _error_fields(response, self._secrets)
 
         details = []
         if code:
@@ -306,8 +306,6 @@ class KeboolaClient:
             message += f" ({', '.join(details)})"
 
         message = self._redact(message)
-        code = self._redact(code) if code else None
-        reference = self._redact(exception_id) if exception_id else None
         cls = error_class_for_status(status)
 
         if creating and status >= 500:
@@ -316,12 +314,12 @@ class KeboolaClient:
                 service=SERVICE,
                 status_code=status,
                 code=code,
-                reference=reference,
+                reference=exception_id,
             )
 
         if creating and status in (408, 409):
-            # Only 429 says for certain that no job was created and a later
-            # attempt may pass.
+            # Only a 429 response shows for certain that no job was created
+            # and that a later attempt may pass.
             cls = PermanentApiError
 
         if issubclass(cls, TransientApiError):
@@ -331,7 +329,7 @@ class KeboolaClient:
                 service=SERVICE,
                 status_code=status,
                 code=code,
-                reference=reference,
+                reference=exception_id,
             )
 
         return cls(
@@ -339,22 +337,24 @@ class KeboolaClient:
             service=SERVICE,
             status_code=status,
             code=code,
-            reference=reference,
+            reference=exception_id,
         )
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets)
 
 
-def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, str]:
-    """Return code, exception id and message of an error body, each cut short.
+def _error_fields(
+    response: httpx.Response, secrets: Sequence[str]
+) -> tuple[str | None, str | None, str]:
+    """Return code, exception id and message of an error body, redacted and cut short.
 
     Only ``error``, ``code`` and ``exceptionId`` are kept; a body that is not
-    an object is dropped and the reason phrase stands in for the message.
+    an object is dropped, and the reason phrase is used as the message.
     """
     fallback = response.reason_phrase or "error"
     if response.is_redirect:
-        location = clip(response.headers.get("location", ""), 200)
+        location = remote_text(response.headers.get("location"), secrets, 200)
         fallback = (
             f"redirect to {location!r} not followed; "
             "set the queue URL to the final address"
@@ -372,17 +372,10 @@ def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, str
     if isinstance(raw_code, int) and not isinstance(raw_code, bool):
         raw_code = str(raw_code)
 
-    code = _short_text(raw_code, 100)
-    exception_id = _short_text(body.get("exceptionId"), 100)
-    message = _short_text(body.get("error"), 300)
+    code = remote_text(raw_code, secrets, 100)
+    exception_id = remote_text(body.get("exceptionId"), secrets, 100)
+    message = remote_text(body.get("error"), secrets)
     return code, exception_id, message or fallback
-
-
-def _short_text(value: object, limit: int) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return clip(value, limit)
-
-    return None
 
 
 def parse_job(data: object) -> KeboolaJob:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -27,6 +27,7 @@ from reconciler.http_pool import (
     error_class_for_status,
     json_body,
     redact,
+    remote_text,
     url_origin,
 )
 from reconciler.retrying import RetryPolicy, call_with_retries, parse_retry_after
@@ -148,7 +149,7 @@ class OpenAIClient:
 
         self._pool = pool
         self._base_url = httpx.URL(base_url)
-        self._api_key = api_key
+        self._secrets = [api_key]
         self._policy = policy
         host = self._base_url.host.lower()
         if host.endswith(AZURE_HOST_SUFFIXES):
@@ -221,15 +222,16 @@ class OpenAIClient:
 
     async def _get(self, url: httpx.URL, what: str, parse: Callable[[object], R]) -> R:
         """Send one GET and parse the body, raising an ``ApiError`` on failure."""
-        request = httpx.Request("GET", url, headers=self._auth_headers)
         try:
-            response = await self._pool.send(request)
+            response = await self._pool.send("GET", url, headers=self._auth_headers)
         except (httpx.TransportError, TimeoutError) as exc:
-            reason = describe_transport_error(exc, self._pool.timeout)
+            reason = describe_transport_error(exc, self._pool.timeout, self._secrets)
             message = self._redact(f"{what} failed: {reason}")
             raise TransientApiError(message, service=SERVICE) from exc
 
-        request_id = response.headers.get("x-request-id")
+        request_id = remote_text(
+            response.headers.get("x-request-id"), self._secrets, 100
+        )
         logger.debug(
             "%s returned %d (request id %s)", what, response.status_code, request_id
         )
@@ -249,8 +251,10 @@ class OpenAIClient:
 
     def _error_from_response(self, response: httpx.Response, what: str) -> ApiError:
         status = response.status_code
-        error_type, code, text = _error_fields(response)
-        request_id = response.headers.get("x-request-id")
+        error_type, code, text = _error_fields(response, self._secrets)
+        request_id = remote_text(
+            response.headers.get("x-request-id"), self._secrets, 100
+        )
 
         details = []
         if code:
@@ -258,15 +262,13 @@ class OpenAIClient:
         if error_type:
             details.append(f"type {error_type}")
         if request_id:
-            details.append(f"request id {clip(request_id, 100)}")
+            details.append(f"request id {request_id}")
 
         message = f"{what} failed: {status} {text}"
         if details:
             message += f" ({', '.join(details)})"
 
         message = self._redact(message)
-        code = self._redact(code) if code else None
-        reference = self._redact(request_id) if request_id else None
         cls = error_class_for_status(status)
         if issubclass(cls, TransientApiError):
             return cls(
@@ -275,7 +277,7 @@ class OpenAIClient:
                 service=SERVICE,
                 status_code=status,
                 code=code,
-                reference=reference,
+                reference=request_id,
             )
 
         return cls(
@@ -283,22 +285,24 @@ class OpenAIClient:
             service=SERVICE,
             status_code=status,
             code=code,
-            reference=reference,
+            reference=request_id,
         )
 
     def _redact(self, text: str) -> str:
-        return redact(text, [self._api_key])
+        return redact(text, self._secrets)
 
 
-def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, str]:
-    """Return type, code and message of an error body, each cut short.
+def _error_fields(
+    response: httpx.Response, secrets: Sequence[str]
+) -> tuple[str | None, str | None, str]:
+    """Return type, code and message of an error body, redacted and cut short.
 
     Only these fields of ``{"error": {...}}`` are kept; a body that is not of
-    that shape is dropped and the reason phrase stands in for the message.
+    that shape is dropped, and the reason phrase is used as the message.
     """
     fallback = response.reason_phrase or "error"
     if response.is_redirect:
-        location = clip(response.headers.get("location", ""), 200)
+        location = remote_text(response.headers.get("location"), secrets, 200)
         fallback = (
             f"redirect to {location!r} not followed; "
             "set the base URL to the final address"
@@ -313,17 +317,10 @@ def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, str
     if not isinstance(error, dict):
         return None, None, fallback
 
-    error_type = _short_text(error.get("type"), 100)
-    code = _short_text(error.get("code"), 100)
-    message = _short_text(error.get("message"), 300)
+    error_type = remote_text(error.get("type"), secrets, 100)
+    code = remote_text(error.get("code"), secrets, 100)
+    message = remote_text(error.get("message"), secrets)
     return error_type, code, message or fallback
-
-
-def _short_text(value: object, limit: int) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return clip(value, limit)
-
-    return None
 
 
 def parse_batch(data: object) -> Batch:

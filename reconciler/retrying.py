@@ -2,14 +2,14 @@
 
 ``call_with_retries`` repeats a request that raised ``TransientApiError``,
 waiting with exponential backoff and jitter, or exactly as long as the server
-asked through ``Retry-After`` when that is not longer than
+requested through ``Retry-After`` when that is not longer than
 ``RetryPolicy.max_retry_after``. It never repeats ``OutcomeUnknownError``,
 because a create request that may have taken effect must be looked up first.
 
 The retry loop is stamina's. Tests switch every wait off with
 ``stamina.set_testing(True, attempts=N)``. In that mode stamina also makes
-exactly N attempts, whatever ``RetryPolicy.attempts`` says, but the log lines
-still number the attempts against ``RetryPolicy.attempts``.
+exactly N attempts, whatever the value of ``RetryPolicy.attempts``, but the
+log lines still number the attempts against ``RetryPolicy.attempts``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _log_failed_attempt(
     if decision is False:
         if exc.retry_after is not None and exc.retry_after > policy.max_retry_after:
             logger.warning(
-                "%s: the server asked to retry after %.1f s, more than the "
+                "%s: the server requested a retry after %.1f s, more than the "
                 "%.1f s limit, so the request is not retried now: %s",
                 what,
                 exc.retry_after,
@@ -166,7 +166,7 @@ def _log_failed_attempt(
         return
 
     logger.warning(
-        "%s failed on attempt %d of %d, retrying in %.1f s as the server asked: %s",
+        "%s failed on attempt %d of %d, retrying in %.1f s as the server requested: %s",
         what,
         attempt.num,
         policy.attempts,
@@ -178,7 +178,7 @@ def _log_failed_attempt(
 def parse_retry_after(
     headers: Mapping[str, str], *, now: float | None = None
 ) -> float | None:
-    """Return the delay in seconds that a response asks for, or None.
+    """Return the delay in seconds that a response requests, or None.
 
     Reads ``retry-after-ms`` (milliseconds) first, then ``retry-after`` as
     seconds (a float is accepted) or as an HTTP-date. A date in the past gives

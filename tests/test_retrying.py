@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -189,7 +190,7 @@ async def test_logs_server_requested_wait(caplog: pytest.LogCaptureFixture) -> N
 
     await call_with_retries(call, FAST, what="test call")
 
-    assert "retrying in 0.0 s as the server asked" in caplog.text
+    assert "retrying in 0.0 s as the server requested" in caplog.text
 
 
 async def test_testing_mode_skips_waits() -> None:
@@ -213,6 +214,25 @@ async def test_last_error_is_raised() -> None:
         await call_with_retries(call, policy, what="test call")
 
     assert caught.value is last
+
+
+async def test_cancellation_not_retried() -> None:
+    calls = 0
+
+    async def hang() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(10)
+        return "never"
+
+    task = asyncio.create_task(call_with_retries(hang, FAST, what="test call"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert calls == 1
 
 
 def test_policy_from_settings() -> None:

@@ -237,8 +237,8 @@ def _parse_counts(fields: Fields, default: RequestCounts) -> RequestCounts | Non
     total = counts.optional_int("total", completed + failed)
     if completed + failed > total:
         raise ScenarioError(
-            f"{fields.path('request_counts')}: completed + failed ({completed + failed}) "
-            f"exceeds total ({total})"
+            f"{fields.path('request_counts')}: completed + failed "
+            f"({completed + failed}) exceeds total ({total})"
         )
     return RequestCounts(total, completed, failed)
 

@@ -97,7 +97,9 @@ def parse_fault_rules(data: object, where: str) -> list[FaultRule]:
         raise ScenarioError(
             f"{where}: expected a rule or a list of rules, got {type_name(data)}"
         )
-    return [parse_fault_rule(item, f"{where}[{index}]") for index, item in enumerate(data)]
+    return [
+        parse_fault_rule(item, f"{where}[{index}]") for index, item in enumerate(data)
+    ]
 
 
 def parse_fault_rule(data: object, where: str) -> FaultRule:

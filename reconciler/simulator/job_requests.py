@@ -90,7 +90,9 @@ def validate_job_request(body: object, queue: QueueSpec) -> JobRequest:
     if variable_values_id is not None and (
         not isinstance(variable_values_id, str) or not variable_values_id
     ):
-        raise JobRequestError('The "variableValuesId" field must be a non-empty string.')
+        raise JobRequestError(
+            'The "variableValuesId" field must be a non-empty string.'
+        )
     variable_values = _parse_variable_values(body.get("variableValuesData"))
     if variable_values_id is not None and variable_values:
         raise JobRequestError(

@@ -67,14 +67,10 @@ def search_jobs(
         raise JobRequestError(
             f'Invalid sortOrder "{sort_order}". Allowed values: asc, desc.'
         )
-    selected = sorted(
-        selected, key=_sort_key(sort_by), reverse=sort_order == "desc"
-    )
+    selected = sorted(selected, key=_sort_key(sort_by), reverse=sort_order == "desc")
     limit = _int_parameter(query, "limit", DEFAULT_LIMIT, minimum=1)
     if limit > MAX_LIMIT:
-        raise JobRequestError(
-            f'Invalid limit "{limit}". The maximum is {MAX_LIMIT}.'
-        )
+        raise JobRequestError(f'Invalid limit "{limit}". The maximum is {MAX_LIMIT}.')
     offset = _int_parameter(query, "offset", 0, minimum=0)
     return selected[offset : offset + limit]
 

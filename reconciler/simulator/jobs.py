@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.simulator.http_messages import new_exception_id
 from reconciler.simulator.job_requests import (
     JobOutcome,
     JobRequest,
@@ -23,7 +24,6 @@ from reconciler.simulator.job_requests import (
 )
 from reconciler.simulator.job_search import search_jobs
 from reconciler.simulator.queue_specs import QueueSpec
-from reconciler.simulator.responses import new_exception_id
 
 FINAL_STATUSES = frozenset({"success", "warning", "error", "cancelled", "terminated"})
 KILLABLE_STATUSES = ("created", "waiting", "processing")
@@ -128,7 +128,7 @@ class JobQueue:
             if status not in KILLABLE_STATUSES:
                 raise JobRequestError(
                     f'Job "{job_id}" is not in one of killable states '
-                    f"({', '.join(KILLABLE_STATUSES)}); its status is \"{status}\"."
+                    f'({", ".join(KILLABLE_STATUSES)}); its status is "{status}".'
                 )
             job.killed_at = now
             return self._render_locked(job, now)
@@ -236,7 +236,9 @@ class JobQueue:
                 "description": f"Simulator token {job.token_number}",
             },
             "status": current.status,
-            "desiredStatus": "terminating" if job.killed_at is not None else "processing",
+            "desiredStatus": "terminating"
+            if job.killed_at is not None
+            else "processing",
             "mode": request.mode,
             "component": request.component,
             "config": request.config_id,
@@ -307,4 +309,3 @@ def _php_object(value: Any) -> Any:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-

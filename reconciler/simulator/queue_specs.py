@@ -102,8 +102,7 @@ def _parse_configuration(
         config_id = raw_id
     else:
         raise ScenarioError(
-            f"{fields.path('id')}: expected a non-empty string, got "
-            f"{type_name(raw_id)}"
+            f"{fields.path('id')}: expected a non-empty string, got {type_name(raw_id)}"
         )
     variables = fields.str_list("variables")
     if len(set(variables)) != len(variables):

@@ -161,4 +161,3 @@ def require_number(value: object, where: str, *, minimum: float = 0.0) -> float:
     if value < minimum:
         raise ScenarioError(f"{where}: must be >= {minimum:g}, got {value}")
     return float(value)
-

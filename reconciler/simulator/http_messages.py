@@ -1,10 +1,30 @@
-"""HTTP responses of the simulator and the error bodies of both APIs."""
+"""HTTP requests and responses of the simulator, and the error bodies of both APIs."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from dataclasses import dataclass, field
+from email.message import Message
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request as the API handlers see it.
+
+    ``path`` is percent-decoded and has no query string. ``query`` maps each
+    parameter to all its values in order.
+    """
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Message
+    body: bytes
+
+    def json_body(self) -> object:
+        """Return the body parsed as JSON. Raises ValueError if it is not JSON."""
+        return json.loads(self.body.decode("utf-8"))
 
 
 @dataclass
