@@ -8,7 +8,6 @@ differences and 2 on error.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -34,8 +33,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Off a terminal (a pipe, a CI log) rich would wrap tables at 80 columns;
+# a wide fixed width keeps one job per line, as kubectl does.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 DEFAULT_JOB_DIR = Path("jobs.d")
 
@@ -72,7 +73,9 @@ LogFormat = Annotated[
 ]
 
 
-def _settings(state_dir: Path | None = None, concurrency: int | None = None) -> Settings:
+def _settings(
+    state_dir: Path | None = None, concurrency: int | None = None
+) -> Settings:
     try:
         settings = Settings.from_env()
     except TCError as error:
@@ -214,7 +217,7 @@ def rerun(
     name: Annotated[str, typer.Argument(help="The job to trigger again.")],
     state_dir: StateDir = None,
 ) -> None:
-    """Arm a new trigger for a job; the next cycle sends it once its batches are done."""
+    """Arm a new trigger for a job; the next cycle sends it when batches are done."""
     settings = _settings(state_dir)
     try:
         previous = service.rerun(settings, name)
@@ -228,7 +231,11 @@ def rerun(
 
 
 def _print_plan(plan: Plan, job_dir: Path) -> None:
-    symbols = {"create": "[green]+[/green]", "update": "[yellow]~[/yellow]", "delete": "[red]-[/red]"}
+    symbols = {
+        "create": "[green]+[/green]",
+        "update": "[yellow]~[/yellow]",
+        "delete": "[red]-[/red]",
+    }
     counts = {a: len(plan.of(a)) for a in ("create", "update", "delete", "noop")}
     out.print(
         f"Plan for {escape(str(job_dir))}: {counts['create']} to create, "
@@ -321,18 +328,35 @@ def _status_markup(value: str) -> str:
 
 def _print_job_detail(view: service.JobView) -> None:
     m = view.as_mapping()
-    out.print(f"[bold]{escape(m['job'])}[/bold]  {_status_markup(m['status'])}  revision {m['revision']}")
+    out.print(
+        f"[bold]{escape(m['job'])}[/bold]  {_status_markup(m['status'])}  "
+        f"revision {m['revision']}"
+    )
     out.print(f"file: {escape(str(m['path']))}")
-    out.print(f"last check: {m['last_checked_at'] or '-'}   next check: {m['next_check_at'] or '-'}")
+    out.print(
+        f"last check: {m['last_checked_at'] or '-'}   "
+        f"next check: {m['next_check_at'] or '-'}"
+    )
     if m["error"]:
-        out.print(f"[red]error[/red] since {m['error']['since']}: {escape(m['error']['message'])}")
+        out.print(
+            f"[red]error[/red] since {m['error']['since']}: "
+            f"{escape(m['error']['message'])}"
+        )
     batches = Table(box=None, pad_edge=False, title=None)
-    for column in ("BATCH", "STATUS", "REQUESTS", "OUTPUT FILE", "ERROR FILE", "TERMINAL AT"):
+    for column in (
+        "BATCH",
+        "STATUS",
+        "REQUESTS",
+        "OUTPUT FILE",
+        "ERROR FILE",
+        "TERMINAL AT",
+    ):
         batches.add_column(column)
     for batch in m["batches"]:
         counts = batch["request_counts"] or {}
         requests = (
-            f"{counts.get('completed')}/{counts.get('total')} ({counts.get('failed')} failed)"
+            f"{counts.get('completed')}/{counts.get('total')} "
+            f"({counts.get('failed')} failed)"
             if counts
             else "-"
         )
@@ -350,7 +374,8 @@ def _print_job_detail(view: service.JobView) -> None:
     trigger = m["trigger"]
     if trigger is not None:
         out.print(
-            f"trigger {trigger['id']}: {escape(_trigger_cell(trigger))}, sent {trigger['sent_at']}"
+            f"trigger {trigger['id']}: {escape(_trigger_cell(trigger))}, "
+            f"sent {trigger['sent_at']}"
         )
         if trigger.get("keboola_message"):
             out.print(f"  Keboola: {escape(trigger['keboola_message'])}")

@@ -22,15 +22,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from reconciler import status_files
 from reconciler.catalog import Endpoints, endpoints_for, load_directory
 from reconciler.errors import ApiError, HostNotAllowedError, NotFoundError, SecretError
-from reconciler.http_pool import HttpPool
+from reconciler.http_pool import HttpPool, Transport
 from reconciler.jobstate import all_terminal, derive_status
 from reconciler.keboola_api import KeboolaClient
-from reconciler.openai_api import Batch, OpenAIClient
+from reconciler.openai_api import TERMINAL_STATUSES, Batch, OpenAIClient
 from reconciler.plan import Change, Plan, make_plan
 from reconciler.retrying import RetryPolicy
 from reconciler.secrets import SecretResolver
@@ -68,7 +66,7 @@ class CycleReport:
 
     @property
     def ok(self) -> bool:
-        """True when every file is valid, no job has an error and nothing was held back."""
+        """True when all files are valid, no job has an error, nothing was held back."""
         if self.plan.prune_blocked or self.invalid_files:
             return False
         return all(j.error is None and j.status != "invalid" for j in self.jobs)
@@ -106,7 +104,7 @@ class Cycle:
         settings: Settings,
         *,
         resolver: SecretResolver | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | None = None,
         due_only: bool = False,
     ) -> None:
         self.job_dir = job_dir
@@ -167,7 +165,9 @@ class Cycle:
 
     # Sync
 
-    def _apply_change(self, store: Store, change: Change, job_file: JobFile | None) -> None:
+    def _apply_change(
+        self, store: Store, change: Change, job_file: JobFile | None
+    ) -> None:
         name = change.name
         if change.action == "delete":
             row = store.job(name)
@@ -191,10 +191,22 @@ class Cycle:
                     file_error=error,
                     status="invalid" if error else "active",
                 )
-                store.add_event(name, "created", f"job created at revision {job_file.revision}")
+                store.add_event(
+                    name, "created", f"job created at revision {job_file.revision}"
+                )
             elif spec is None:
-                store.update_job(name, path=str(job_file.path), revision=job_file.revision, file_error=error)
-                store.add_event(name, "invalid", f"revision {job_file.revision} is invalid; the last valid spec stays in force")
+                store.update_job(
+                    name,
+                    path=str(job_file.path),
+                    revision=job_file.revision,
+                    file_error=error,
+                )
+                store.add_event(
+                    name,
+                    "invalid",
+                    f"revision {job_file.revision} is invalid; "
+                    "the last valid spec stays in force",
+                )
             else:
                 store.update_job(
                     name,
@@ -204,15 +216,23 @@ class Cycle:
                     spec_revision=job_file.revision,
                     file_error=None,
                 )
-                store.add_event(name, "updated", f"revision {job_file.revision}: " + "; ".join(change.details))
+                store.add_event(
+                    name,
+                    "updated",
+                    f"revision {job_file.revision}: " + "; ".join(change.details),
+                )
             if spec is not None:
                 store.set_batch_ids(name, list(spec.batch_ids))
         if error:
             log.error("Job %s: job file is invalid:\n%s", name, error)
         else:
-            log.info("Job %s %sd at revision %s", name, change.action, job_file.revision)
+            log.info(
+                "Job %s %sd at revision %s", name, change.action, job_file.revision
+            )
 
-    def _working_jobs(self, store: Store, files: Mapping[str, JobFile]) -> dict[str, _Job]:
+    def _working_jobs(
+        self, store: Store, files: Mapping[str, JobFile]
+    ) -> dict[str, _Job]:
         jobs: dict[str, _Job] = {}
         for name, row in store.jobs().items():
             spec = JobSpec.model_validate(row.spec) if row.spec else None
@@ -239,7 +259,11 @@ class Cycle:
         if trigger.state == "rejected" and not changed_file:
             return
         store.disarm_trigger(job.row.name)
-        what = "batch set or Keboola target changed" if trigger.state == "accepted" else "job file changed after a rejected trigger"
+        what = (
+            "batch set or Keboola target changed"
+            if trigger.state == "accepted"
+            else "job file changed after a rejected trigger"
+        )
         store.add_event(job.row.name, "trigger", f"{what}; a new trigger is armed")
         log.info("Job %s: %s; a new trigger is armed", job.row.name, what)
         refreshed = store.job(job.row.name)
@@ -252,8 +276,12 @@ class Cycle:
             return
         try:
             job.endpoints = endpoints_for(job.spec, self.settings)
-            job.api_key = self.resolver.resolve(job.spec.openai.api_key, field="openai.api_key")
-            job.token = self.resolver.resolve(job.spec.keboola.token, field="keboola.token")
+            job.api_key = self.resolver.resolve(
+                job.spec.openai.api_key, field="openai.api_key"
+            )
+            job.token = self.resolver.resolve(
+                job.spec.keboola.token, field="keboola.token"
+            )
         except (SecretError, HostNotAllowedError) as error:
             job.problems.append(str(error))
             job.endpoints = None
@@ -277,7 +305,7 @@ class Cycle:
             pending = [
                 b.batch_id
                 for b in store.batches(job.row.name)
-                if b.status not in ("completed", "failed", "cancelled", "expired")
+                if b.status not in TERMINAL_STATUSES
             ]
             if not pending:
                 continue
@@ -289,7 +317,9 @@ class Cycle:
         policy = RetryPolicy.from_settings(self.settings)
         calls = []
         for (base_url, api_key), batches in wanted.items():
-            client = OpenAIClient(pool, base_url=base_url, api_key=api_key, policy=policy)
+            client = OpenAIClient(
+                pool, base_url=base_url, api_key=api_key, policy=policy
+            )
             for batch_id, job_names in batches.items():
                 calls.append(self._poll_one(store, client, batch_id, job_names))
         if calls:
@@ -300,7 +330,9 @@ class Cycle:
         for job in polled_jobs:
             assert job.spec is not None
             next_check = utc_now() + timedelta(seconds=job.spec.poll_interval_seconds)
-            store.update_job(job.row.name, last_checked_at=checked, next_check_at=to_iso(next_check))
+            store.update_job(
+                job.row.name, last_checked_at=checked, next_check_at=to_iso(next_check)
+            )
 
     async def _poll_one(
         self, store: Store, client: OpenAIClient, batch_id: str, job_names: list[str]
@@ -312,7 +344,9 @@ class Cycle:
             return
         except Exception as error:  # one batch must never stop the cycle
             log.exception("Unexpected error polling batch %s", batch_id)
-            self._record_poll_error(store, batch_id, job_names, f"unexpected error: {type(error).__name__}")
+            self._record_poll_error(
+                store, batch_id, job_names, f"unexpected error: {type(error).__name__}"
+            )
             return
         self._record_batch(store, batch, job_names)
 
@@ -321,7 +355,11 @@ class Cycle:
         values: dict[str, Any] = {
             "status": batch.status,
             "request_counts": (
-                {"total": counts.total, "completed": counts.completed, "failed": counts.failed}
+                {
+                    "total": counts.total,
+                    "completed": counts.completed,
+                    "failed": counts.failed,
+                }
                 if counts is not None
                 else None
             ),
@@ -336,21 +374,36 @@ class Cycle:
                 before = {b.batch_id: b for b in store.batches(name)}.get(batch.id)
                 store.update_batch(name, batch.id, **values)
                 if before is not None and before.status != batch.status:
-                    store.add_event(name, "batch", f"{batch.id}: {before.status or 'unknown'} -> {batch.status}")
+                    store.add_event(
+                        name,
+                        "batch",
+                        f"{batch.id}: {before.status or 'unknown'} -> {batch.status}",
+                    )
                     log.info("Job %s: batch %s is %s", name, batch.id, batch.status)
 
-    def _record_poll_error(self, store: Store, batch_id: str, job_names: list[str], text: str) -> None:
+    def _record_poll_error(
+        self, store: Store, batch_id: str, job_names: list[str], text: str
+    ) -> None:
         with store.transaction():
             for name in job_names:
                 before = {b.batch_id: b for b in store.batches(name)}.get(batch_id)
-                store.update_batch(name, batch_id, error=text, polled_at=to_iso(utc_now()))
+                store.update_batch(
+                    name, batch_id, error=text, polled_at=to_iso(utc_now())
+                )
                 if before is not None and before.error != text:
                     store.add_event(name, "error", f"{batch_id}: {text}")
-        log.error("Batch %s of job(s) %s cannot be polled: %s", batch_id, ", ".join(job_names), text)
+        log.error(
+            "Batch %s of job(s) %s cannot be polled: %s",
+            batch_id,
+            ", ".join(job_names),
+            text,
+        )
 
     # Trigger
 
-    async def _advance_triggers(self, store: Store, pool: HttpPool, jobs: dict[str, _Job]) -> None:
+    async def _advance_triggers(
+        self, store: Store, pool: HttpPool, jobs: dict[str, _Job]
+    ) -> None:
         protocol = TriggerProtocol(store, self.settings)
         policy = RetryPolicy.from_settings(self.settings)
         now = utc_now()
@@ -361,19 +414,35 @@ class Cycle:
             batches = store.batches(job.row.name)
             if job.row.trigger_id is None and not all_terminal(batches):
                 continue
-            queue = KeboolaClient(pool, queue_url=job.endpoints.queue_url, token=job.token, policy=policy)
+            queue = KeboolaClient(
+                pool, queue_url=job.endpoints.queue_url, token=job.token, policy=policy
+            )
             target = _target(job.spec, job.endpoints)
             follow = self._follow_due(store, job, now)
-            calls.append(self._advance_one(protocol, job, batches, target, queue, follow))
+            calls.append(
+                self._advance_one(protocol, job, batches, target, queue, follow)
+            )
         if calls:
             await asyncio.gather(*calls)
 
-    async def _advance_one(self, protocol: TriggerProtocol, job: _Job, batches: Any, target: Target, queue: KeboolaClient, follow: bool) -> None:
+    async def _advance_one(
+        self,
+        protocol: TriggerProtocol,
+        job: _Job,
+        batches: Any,
+        target: Target,
+        queue: KeboolaClient,
+        follow: bool,
+    ) -> None:
         try:
-            outcome = await protocol.advance(job.row.name, batches, target, queue, follow_due=follow)
+            outcome = await protocol.advance(
+                job.row.name, batches, target, queue, follow_due=follow
+            )
         except Exception as error:  # one job must never stop the cycle
             log.exception("Unexpected error in the trigger of job %s", job.row.name)
-            job.problems.append(f"unexpected error in the trigger: {type(error).__name__}")
+            job.problems.append(
+                f"unexpected error in the trigger: {type(error).__name__}"
+            )
             return
         if outcome.error:
             job.problems.append(outcome.error)
@@ -409,22 +478,53 @@ class Cycle:
         if row.file_error:
             problems.append(row.file_error)
         problems.extend(job.problems)
-        if trigger is not None and trigger.state == "rejected" and trigger.keboola_message:
+        if (
+            trigger is not None
+            and trigger.state == "rejected"
+            and trigger.keboola_message
+        ):
             problems.append(f"Keboola rejected the trigger: {trigger.keboola_message}")
-        if trigger is not None and trigger.state == "unknown" and trigger.last_error and not job.problems:
+        if (
+            trigger is not None
+            and trigger.state == "unknown"
+            and trigger.last_error
+            and not job.problems
+        ):
             problems.append(trigger.last_error)
-        if trigger is not None and trigger.keboola_finished and trigger.keboola_status in KEBOOLA_FAILURES:
+        if (
+            trigger is not None
+            and trigger.keboola_finished
+            and trigger.keboola_status in KEBOOLA_FAILURES
+        ):
             detail = f": {trigger.keboola_message}" if trigger.keboola_message else ""
-            problems.append(f"Keboola job {trigger.keboola_job_id} ended with status {trigger.keboola_status}{detail}")
+            problems.append(
+                f"Keboola job {trigger.keboola_job_id} ended with status "
+                f"{trigger.keboola_status}{detail}"
+            )
         failing = [b for b in batches if b.error]
         if failing and status not in ("completed", "completed_with_failures"):
             ids = ", ".join(b.batch_id for b in failing)
-            problems.append(f"{len(failing)} batch(es) cannot be polled ({ids}); see their errors")
+            problems.append(
+                f"{len(failing)} batch(es) cannot be polled ({ids}); see their errors"
+            )
         message = _dedupe_join(problems)
-        since = row.error_since if message and message == row.error_message else (to_iso(utc_now()) if message else None)
+        since = (
+            row.error_since
+            if message and message == row.error_message
+            else (to_iso(utc_now()) if message else None)
+        )
 
+        # A job with nothing left to poll or follow has no next check.
+        settled = trigger is not None and (
+            trigger.state == "rejected" or trigger.keboola_finished
+        )
+        idle = status == "paused" or (all_terminal(batches) and settled)
         with store.transaction():
-            store.update_job(name, status=status, error_message=message, error_since=since)
+            store.update_job(
+                name, status=status, error_message=message, error_since=since
+            )
+            if idle:
+                store.update_job(name, next_check_at=None)
             if status != row.status:
                 store.add_event(name, "status", f"{row.status} -> {status}")
             if message and message != row.error_message:

@@ -42,6 +42,10 @@ def _user_agent() -> str:
 
 USER_AGENT = _user_agent()
 
+# The transport type, named here so that modules above the adapters can
+# accept one (tests pass a mock transport) without importing httpx.
+Transport = httpx.AsyncBaseTransport
+
 
 class HttpPool:
     """HTTP clients and the global cap on requests in flight.

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reconciler.openai_api import FAILED_STATUSES, TERMINAL_STATUSES
 from reconciler.store import BatchRow, TriggerRow
-
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
-FAILED_STATUSES = frozenset({"failed", "cancelled", "expired"})
 
 JOB_STATUSES = (
     "active",

@@ -349,7 +349,7 @@ def _error_fields(
 ) -> tuple[str | None, str | None, str]:
     """Return code, exception id and message of an error body, redacted and cut short.
 
-    Only ``error``, ``code`` and ``exceptionId`` are kept; a body that is not
+    Only ``error``, ``code`` and ``exceptionId`` are kept. A body that is not
     an object is dropped, and the reason phrase is used as the message.
     """
     fallback = response.reason_phrase or "error"

@@ -6,9 +6,17 @@ import json
 import logging
 import sys
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 # Attributes every LogRecord has; anything else was passed through ``extra``.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,3 +61,5 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(LEVELS[level.lower()])
     # httpx logs every request at INFO; the adapters log what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # stamina logs each retry too; the adapters' own retry lines say more.
+    logging.getLogger("stamina").setLevel(logging.ERROR)

@@ -297,8 +297,8 @@ def _error_fields(
 ) -> tuple[str | None, str | None, str]:
     """Return type, code and message of an error body, redacted and cut short.
 
-    Only these fields of ``{"error": {...}}`` are kept; a body that is not of
-    that shape is dropped, and the reason phrase is used as the message.
+    Only these fields of ``{"error": {...}}`` are kept. A body of another
+    shape is dropped, and the reason phrase is used as the message.
     """
     fallback = response.reason_phrase or "error"
     if response.is_redirect:

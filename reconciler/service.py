@@ -83,7 +83,10 @@ def status(
         missing = [n for n in names if n not in jobs]
         if missing:
             known = ", ".join(sorted(jobs)) or "none"
-            msg = f"no job named {', '.join(missing)} in the state database (known jobs: {known})"
+            msg = (
+                f"no job named {', '.join(missing)} in the state database "
+                f"(known jobs: {known})"
+            )
             raise UnknownJobError(msg)
         views = []
         for name in names or sorted(jobs):

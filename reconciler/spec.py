@@ -59,6 +59,7 @@ from reconciler.yaml_loader import (
     find_duplicate_keys,
     line_and_column,
     read_plain_scalar,
+    too_large_message,
 )
 
 JOB_FILE_SUFFIXES = (".yaml", ".yml")
@@ -699,7 +700,7 @@ def _file_name_problems(path: Path, name: str) -> list[Problem]:
 
 
 def _read_job_bytes(path: Path) -> tuple[bytes | None, str, list[Problem]]:
-    """Read a job file's bytes, at most ``MAX_FILE_BYTES`` plus one.
+    """Read a job file's bytes, keeping at most ``MAX_FILE_BYTES``.
 
     Returns the bytes (None when they must not or cannot be used), the
     revision and the problems found. The revision hashes the whole file, also
@@ -716,9 +717,11 @@ def _read_job_bytes(path: Path) -> tuple[bytes | None, str, list[Problem]]:
             return None, "", [Problem(path, message)]
         digest = hashlib.sha256()
         kept = bytearray()
+        size = 0
         with path.open("rb") as stream:
             while chunk := stream.read(1024 * 1024):
                 digest.update(chunk)
+                size += len(chunk)
                 if len(kept) <= MAX_FILE_BYTES:
                     kept += chunk[: MAX_FILE_BYTES + 1 - len(kept)]
     except OSError as exc:
@@ -727,7 +730,10 @@ def _read_job_bytes(path: Path) -> tuple[bytes | None, str, list[Problem]]:
             "and is readable"
         )
         return None, "", [Problem(path, message)]
-    return bytes(kept), digest.hexdigest()[:12], []
+    revision = digest.hexdigest()[:12]
+    if size > MAX_FILE_BYTES:
+        return None, revision, [Problem(path, too_large_message(size))]
+    return bytes(kept), revision, []
 
 
 def _symlink_problem(path: Path) -> Problem | None:

@@ -38,7 +38,9 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 10.0
 EVENTS_KEPT_PER_JOB = 200
 
-GITIGNORE_TEXT = "# Created by TeckoChecker: the state directory is never committed.\n*\n"
+GITIGNORE_TEXT = (
+    "# Created by TeckoChecker: the state directory is never committed.\n*\n"
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def _to_columns(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _migrate_to_1(db: sqlite_utils.Database) -> None:
-    db["jobs"].create(
+    db.table("jobs").create(
         {
             "name": str,
             "path": str,
@@ -166,7 +168,7 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
         pk="name",
         not_null={"path", "revision", "status", "created_at", "updated_at"},
     )
-    db["batches"].create(
+    db.table("batches").create(
         {
             "job": str,
             "batch_id": str,
@@ -182,7 +184,7 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
         pk=("job", "batch_id"),
         foreign_keys=[("job", "jobs", "name")],
     )
-    db["triggers"].create(
+    db.table("triggers").create(
         {
             "id": str,
             "job": str,
@@ -207,13 +209,13 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
         not_null={"job", "state", "claimed_at"},
         defaults={"attempts": 0, "keboola_finished": 0, "superseded": 0},
     )
-    db["triggers"].create_index(["job"])
-    db["events"].create(
+    db.table("triggers").create_index(["job"])
+    db.table("events").create(
         {"id": int, "job": str, "at": str, "kind": str, "message": str},
         pk="id",
         not_null={"job", "at", "kind", "message"},
     )
-    db["events"].create_index(["job", "id"])
+    db.table("events").create_index(["job", "id"])
 
 
 # Migration n turns a database of schema version n - 1 into version n.
@@ -312,7 +314,7 @@ class Store:
     def _migrate(self) -> None:
         with self.transaction():
             if "meta" not in self.db.table_names():
-                self.db["meta"].create({"key": str, "value": str}, pk="key")
+                self.db.table("meta").create({"key": str, "value": str}, pk="key")
             version = int(self._meta("schema_version") or 0)
             if version > SCHEMA_VERSION:
                 msg = (
@@ -326,11 +328,11 @@ class Store:
                 log.info("State database migrated to schema version %d", target)
 
     def _meta(self, key: str) -> str | None:
-        rows = list(self.db["meta"].rows_where("key = ?", [key]))
+        rows = list(self.db.table("meta").rows_where("key = ?", [key]))
         return str(rows[0]["value"]) if rows else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        self.db["meta"].upsert({"key": key, "value": value}, pk="key")
+        self.db.table("meta").upsert({"key": key, "value": value}, pk="key")
 
     @property
     def schema_version(self) -> int:
@@ -341,43 +343,45 @@ class Store:
 
     def jobs(self) -> dict[str, JobRow]:
         """Return every job, by name."""
-        rows = self.db["jobs"].rows_where(order_by="name")
+        rows = self.db.table("jobs").rows_where(order_by="name")
         return {row["name"]: _row_to(JobRow, row) for row in rows}
 
     def job(self, name: str) -> JobRow | None:
         """Return one job, or None."""
-        rows = list(self.db["jobs"].rows_where("name = ?", [name]))
+        rows = list(self.db.table("jobs").rows_where("name = ?", [name]))
         return _row_to(JobRow, rows[0]) if rows else None
 
     def insert_job(self, name: str, **values: Any) -> None:
         """Insert a new job row."""
         now = to_iso(utc_now())
         record = {"name": name, "created_at": now, "updated_at": now, **values}
-        self.db["jobs"].insert(_to_columns(record))
+        self.db.table("jobs").insert(_to_columns(record))
 
     def update_job(self, name: str, **values: Any) -> None:
         """Update fields of a job row."""
         values["updated_at"] = to_iso(utc_now())
-        self.db["jobs"].update(name, _to_columns(values))
+        self.db.table("jobs").update(name, _to_columns(values))
 
     def delete_job(self, name: str) -> None:
         """Delete a job with its batches, triggers and events."""
         with self.transaction():
             for table in ("batches", "triggers", "events"):
-                self.db[table].delete_where("job = ?", [name])
-            self.db["jobs"].delete_where("name = ?", [name])
+                self.db.table(table).delete_where("job = ?", [name])
+            self.db.table("jobs").delete_where("name = ?", [name])
 
     # Batches
 
     def batches(self, job: str) -> list[BatchRow]:
         """Return a job's batches in job-file order."""
-        rows = self.db["batches"].rows_where("job = ?", [job], order_by="position")
+        rows = self.db.table("batches").rows_where(
+            "job = ?", [job], order_by="position"
+        )
         return [_row_to(BatchRow, row) for row in rows]
 
     def all_batches(self) -> dict[str, list[BatchRow]]:
         """Return every job's batches, by job name, each list in job-file order."""
         result: dict[str, list[BatchRow]] = {}
-        for row in self.db["batches"].rows_where(order_by="job, position"):
+        for row in self.db.table("batches").rows_where(order_by="job, position"):
             result.setdefault(row["job"], []).append(_row_to(BatchRow, row))
         return result
 
@@ -388,7 +392,7 @@ class Store:
         unknown; batches no longer listed are dropped.
         """
         with self.transaction():
-            table = self.db["batches"]
+            table = self.db.table("batches")
             known = {row["batch_id"] for row in table.rows_where("job = ?", [job])}
             for gone in known - set(batch_ids):
                 table.delete_where("job = ? AND batch_id = ?", [job, gone])
@@ -396,17 +400,19 @@ class Store:
                 if batch_id in known:
                     table.update((job, batch_id), {"position": position})
                 else:
-                    table.insert({"job": job, "batch_id": batch_id, "position": position})
+                    table.insert(
+                        {"job": job, "batch_id": batch_id, "position": position}
+                    )
 
     def update_batch(self, job: str, batch_id: str, **values: Any) -> None:
         """Update fields of one batch of one job."""
-        self.db["batches"].update((job, batch_id), _to_columns(values))
+        self.db.table("batches").update((job, batch_id), _to_columns(values))
 
     # Triggers
 
     def trigger(self, trigger_id: str) -> TriggerRow | None:
         """Return one trigger, or None."""
-        rows = list(self.db["triggers"].rows_where("id = ?", [trigger_id]))
+        rows = list(self.db.table("triggers").rows_where("id = ?", [trigger_id]))
         return _row_to(TriggerRow, rows[0]) if rows else None
 
     def claim_trigger(self, job: str, trigger: dict[str, Any]) -> bool:
@@ -422,7 +428,7 @@ class Store:
             current = self.job(job)
             if current is None or current.trigger_id is not None:
                 return False
-            self.db["triggers"].insert(_to_columns({"job": job, **trigger}))
+            self.db.table("triggers").insert(_to_columns({"job": job, **trigger}))
             self.update_job(job, trigger_id=trigger["id"], trigger_not_before=None)
             return True
 
@@ -440,13 +446,13 @@ class Store:
                 return False
             if expect_state is not None and current.state != expect_state:
                 return False
-            self.db["triggers"].update(trigger_id, _to_columns(values))
+            self.db.table("triggers").update(trigger_id, _to_columns(values))
             return True
 
     def release_trigger(self, job: str, trigger_id: str, not_before: str) -> None:
         """Drop a claim whose request Keboola did not create (429)."""
         with self.transaction():
-            self.db["triggers"].delete_where("id = ?", [trigger_id])
+            self.db.table("triggers").delete_where("id = ?", [trigger_id])
             row = self.job(job)
             if row is not None and row.trigger_id == trigger_id:
                 self.update_job(job, trigger_id=None, trigger_not_before=not_before)
@@ -461,7 +467,7 @@ class Store:
             row = self.job(job)
             if row is None or row.trigger_id is None:
                 return None
-            self.db["triggers"].update(row.trigger_id, {"superseded": 1})
+            self.db.table("triggers").update(row.trigger_id, {"superseded": 1})
             self.update_job(job, trigger_id=None, trigger_not_before=None)
             return row.trigger_id
 
@@ -470,7 +476,7 @@ class Store:
     def add_event(self, job: str, kind: str, message: str) -> None:
         """Append an event to a job's history, keeping the newest ones only."""
         with self.transaction():
-            table = self.db["events"]
+            table = self.db.table("events")
             table.insert(
                 {"job": job, "at": to_iso(utc_now()), "kind": kind, "message": message}
             )
@@ -483,7 +489,7 @@ class Store:
     def events(self, job: str, limit: int = 20) -> list[EventRow]:
         """Return a job's newest events, oldest first."""
         rows = list(
-            self.db["events"].rows_where(
+            self.db.table("events").rows_where(
                 "job = ?", [job], order_by="id desc", limit=limit
             )
         )

@@ -35,8 +35,8 @@ from reconciler.errors import (
     PermanentApiError,
     TransientApiError,
 )
-from reconciler.jobstate import FAILED_STATUSES
 from reconciler.keboola_api import KeboolaJob
+from reconciler.openai_api import FAILED_STATUSES
 from reconciler.settings import Settings
 from reconciler.store import BatchRow, Store, TriggerRow
 from reconciler.timeutil import from_iso, to_iso, utc_now
@@ -165,7 +165,9 @@ class TriggerProtocol:
         self._settings = settings
 
     def _lease(self, now: datetime) -> str:
-        return to_iso(now + timedelta(seconds=self._settings.http_timeout) + LEASE_MARGIN)
+        return to_iso(
+            now + timedelta(seconds=self._settings.http_timeout) + LEASE_MARGIN
+        )
 
     async def advance(
         self,
@@ -193,11 +195,15 @@ class TriggerProtocol:
             return await self._claim_and_send(job, batches, target, queue)
         trigger = self._store.trigger(row.trigger_id)
         if trigger is None:
-            return Outcome(error=f"trigger {row.trigger_id} is missing from the database")
+            return Outcome(
+                error=f"trigger {row.trigger_id} is missing from the database"
+            )
         now = utc_now()
         if trigger.state == "sending":
             if trigger.lease_until and from_iso(trigger.lease_until) > now:
-                return Outcome(message=f"trigger {trigger.id} is being sent by another process")
+                return Outcome(
+                    message=f"trigger {trigger.id} is being sent by another process"
+                )
             reason = "the process sending it stopped before recording the outcome"
             if not self._store.update_trigger(
                 trigger.id, expect_state="sending", state="unknown", last_error=reason
@@ -224,7 +230,9 @@ class TriggerProtocol:
         now = utc_now()
         if row.trigger_not_before and from_iso(row.trigger_not_before) > now:
             wait_until = row.trigger_not_before
-            return Outcome(error=f"Keboola rate-limited the trigger; next try at {wait_until}")
+            return Outcome(
+                error=f"Keboola rate-limited the trigger; next try at {wait_until}"
+            )
         trigger_id = new_trigger_id()
         variables = build_variables(job, trigger_id, batches)
         claimed = self._store.claim_trigger(
@@ -248,7 +256,9 @@ class TriggerProtocol:
         assert trigger is not None
         return await self._send(job, trigger, queue)
 
-    async def _send(self, job: str, trigger: TriggerRow, queue: KeboolaQueue) -> Outcome:
+    async def _send(
+        self, job: str, trigger: TriggerRow, queue: KeboolaQueue
+    ) -> Outcome:
         target = trigger.target
         log.info(
             "Sending trigger %s of job %s to %s (component %s, configuration %s)",
@@ -268,14 +278,19 @@ class TriggerProtocol:
             self._store.update_trigger(
                 trigger.id, state="unknown", lease_until=None, last_error=error.message
             )
-            self._store.add_event(job, "trigger", f"trigger {trigger.id} outcome unknown: {error.message}")
+            self._store.add_event(
+                job, "trigger", f"trigger {trigger.id} outcome unknown: {error.message}"
+            )
             log.warning(
-                "Trigger %s of job %s: outcome unknown (%s); searching before any resend",
+                "Trigger %s of job %s: outcome unknown (%s); "
+                "searching before any resend",
                 trigger.id,
                 job,
                 error.message,
             )
-            return Outcome(error=f"trigger {trigger.id} outcome unknown: {error.message}")
+            return Outcome(
+                error=f"trigger {trigger.id} outcome unknown: {error.message}"
+            )
         except PermanentApiError as error:
             self._store.update_trigger(
                 trigger.id,
@@ -284,19 +299,42 @@ class TriggerProtocol:
                 keboola_message=error.message,
                 last_error=error.message,
             )
-            self._store.add_event(job, "trigger", f"trigger {trigger.id} rejected: {error.message}")
-            log.error("Trigger %s of job %s rejected by Keboola: %s", trigger.id, job, error.message)
+            self._store.add_event(
+                job, "trigger", f"trigger {trigger.id} rejected: {error.message}"
+            )
+            log.error(
+                "Trigger %s of job %s rejected by Keboola: %s",
+                trigger.id,
+                job,
+                error.message,
+            )
             return Outcome(error=f"Keboola rejected the trigger: {error.message}")
         except TransientApiError as error:
             wait = error.retry_after or DEFAULT_RATE_LIMIT_WAIT
             not_before = to_iso(utc_now() + timedelta(seconds=wait))
             self._store.release_trigger(job, trigger.id, not_before)
-            self._store.add_event(job, "trigger", f"trigger {trigger.id} not created ({error.message}); next try at {not_before}")
-            log.warning("Trigger %s of job %s not created (%s); retrying after %s", trigger.id, job, error.message, not_before)
-            return Outcome(error=f"Keboola did not create the trigger ({error.message}); next try at {not_before}")
+            self._store.add_event(
+                job,
+                "trigger",
+                f"trigger {trigger.id} not created ({error.message}); "
+                f"next try at {not_before}",
+            )
+            log.warning(
+                "Trigger %s of job %s not created (%s); retrying after %s",
+                trigger.id,
+                job,
+                error.message,
+                not_before,
+            )
+            return Outcome(
+                error=f"Keboola did not create the trigger ({error.message}); "
+                f"next try at {not_before}"
+            )
         return self._accept(job, trigger, created, how="accepted")
 
-    def _accept(self, job: str, trigger: TriggerRow, created: KeboolaJob, *, how: str) -> Outcome:
+    def _accept(
+        self, job: str, trigger: TriggerRow, created: KeboolaJob, *, how: str
+    ) -> Outcome:
         self._store.update_trigger(
             trigger.id,
             state="accepted",
@@ -310,10 +348,18 @@ class TriggerProtocol:
         )
         message = f"trigger {trigger.id} {how}: Keboola job {created.id}"
         self._store.add_event(job, "trigger", message)
-        log.info("Trigger %s of job %s %s as Keboola job %s", trigger.id, job, how, created.id)
+        log.info(
+            "Trigger %s of job %s %s as Keboola job %s",
+            trigger.id,
+            job,
+            how,
+            created.id,
+        )
         return Outcome(message=message)
 
-    async def _resolve_unknown(self, job: str, trigger: TriggerRow, queue: KeboolaQueue) -> Outcome:
+    async def _resolve_unknown(
+        self, job: str, trigger: TriggerRow, queue: KeboolaQueue
+    ) -> Outcome:
         target = trigger.target
         since = from_iso(trigger.claimed_at) - SEARCH_MARGIN
         try:
@@ -326,13 +372,16 @@ class TriggerProtocol:
         except ApiError as error:
             reason = (
                 f"cannot confirm whether Keboola received trigger {trigger.id}: "
-                f"job search failed ({error.message}); nothing is sent until it succeeds"
+                f"job search failed ({error.message}); "
+                "nothing is sent until it succeeds"
             )
             self._store.update_trigger(trigger.id, last_error=reason)
             log.warning("Job %s: %s", job, reason)
             return Outcome(error=reason)
         if found is not None:
-            return self._accept(job, trigger, found, how="found after an unknown outcome")
+            return self._accept(
+                job, trigger, found, how="found after an unknown outcome"
+            )
 
         now = utc_now()
         sent_at = from_iso(trigger.sent_at or trigger.claimed_at)
@@ -354,8 +403,14 @@ class TriggerProtocol:
             attempts=trigger.attempts + 1,
         ):
             return Outcome()
-        self._store.add_event(job, "trigger", f"trigger {trigger.id} not found by search; sending again")
-        log.warning("Trigger %s of job %s not found after the grace period; sending again", trigger.id, job)
+        self._store.add_event(
+            job, "trigger", f"trigger {trigger.id} not found by search; sending again"
+        )
+        log.warning(
+            "Trigger %s of job %s not found after the grace period; sending again",
+            trigger.id,
+            job,
+        )
         resent = self._store.trigger(trigger.id)
         assert resent is not None
         return await self._send(job, resent, queue)
@@ -372,7 +427,9 @@ class TriggerProtocol:
                 return candidate
         return None
 
-    async def _follow(self, job: str, trigger: TriggerRow, queue: KeboolaQueue) -> Outcome:
+    async def _follow(
+        self, job: str, trigger: TriggerRow, queue: KeboolaQueue
+    ) -> Outcome:
         assert trigger.keboola_job_id is not None
         try:
             current = await queue.get_job(trigger.keboola_job_id)
@@ -383,7 +440,10 @@ class TriggerProtocol:
                 trigger.keboola_job_id,
                 error.message,
             )
-            return Outcome(error=f"cannot read Keboola job {trigger.keboola_job_id}: {error.message}")
+            return Outcome(
+                error=f"cannot read Keboola job {trigger.keboola_job_id}: "
+                f"{error.message}"
+            )
         self._store.update_trigger(
             trigger.id,
             keboola_status=current.status,
@@ -393,7 +453,11 @@ class TriggerProtocol:
         )
         if current.is_finished:
             message = f"Keboola job {current.id} finished: {current.status}"
-            self._store.add_event(job, "keboola", message + (f" ({current.message})" if current.message else ""))
+            self._store.add_event(
+                job,
+                "keboola",
+                message + (f" ({current.message})" if current.message else ""),
+            )
             log.info("Job %s: %s", job, message)
             return Outcome(message=message)
         return Outcome()

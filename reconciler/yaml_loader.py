@@ -13,6 +13,7 @@ and duplicate keys, which PyYAML would otherwise resolve by keeping the last.
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,7 @@ def decode_job_bytes(data: bytes, path: Path) -> str:
         JobFileError: the file is empty, too large, binary or not UTF-8.
     """
     if len(data) > MAX_FILE_BYTES:
-        raise _fatal(
-            path,
-            f"file is {len(data):,} bytes, larger than the limit of "
-            f"{MAX_FILE_BYTES:,} bytes (1 MiB); a job file needs well under "
-            "2 KiB, so check that this is the intended file",
-        )
+        raise _fatal(path, too_large_message(len(data)))
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise _fatal(path, "file is encoded as UTF-16; save it as UTF-8")
     nul = data.find(b"\x00")
@@ -149,18 +145,29 @@ def decode_job_bytes(data: bytes, path: Path) -> str:
             "data, not a YAML text file; replace it with a YAML job file",
             line=data.count(b"\n", 0, nul) + 1,
         )
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = data.decode("utf-8-sig")
+        text = data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
+        offset = start + exc.start
         raise _fatal(
             path,
-            f"file is not valid UTF-8: byte 0x{data[exc.start]:02X} at byte "
-            f"offset {exc.start} cannot be decoded; save the file as UTF-8",
-            line=data.count(b"\n", 0, exc.start) + 1,
+            f"file is not valid UTF-8: byte 0x{data[offset]:02X} at byte "
+            f"offset {offset} cannot be decoded; save the file as UTF-8",
+            line=data.count(b"\n", 0, offset) + 1,
         ) from None
     if not text.strip():
         raise _fatal(path, EMPTY_FILE_MESSAGE)
     return text
+
+
+def too_large_message(size: int) -> str:
+    """Return the message for a file of ``size`` bytes over ``MAX_FILE_BYTES``."""
+    return (
+        f"file is {size:,} bytes, larger than the limit of {MAX_FILE_BYTES:,} "
+        "bytes (1 MiB); a job file needs well under 2 KiB, so check that this is "
+        "the intended file"
+    )
 
 
 EMPTY_FILE_MESSAGE = "file is empty; a job file needs batch_ids, openai and keboola"
@@ -341,9 +348,9 @@ def _syntax_error(path: Path, text: str, exc: yaml.MarkedYAMLError) -> JobFileEr
         message = _tab_message(text, mark)
     elif problem == "mapping values are not allowed here":
         message = (
-            "a colon followed by a space is not allowed here; put the key on its "
-            "own line at the right indentation, or quote the value if it "
-            "contains ': '"
+            "a key (a word followed by ':') is not allowed here; put each key on "
+            "its own line at the right indentation, or write the value in quotes "
+            "if it contains ':'"
         )
     elif problem == "could not find expected ':'":
         message = (

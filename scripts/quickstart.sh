@@ -19,17 +19,19 @@ export TC_QUICKSTART_OPENAI_KEY=sk-sim-quickstart
 export TC_QUICKSTART_KEBOOLA_TOKEN=sim-quickstart-token
 export TC_ALLOWED_HOSTS=127.0.0.1
 
-port_file=$(mktemp)
+work=$(mktemp -d)
+port_file=$work/port
 .venv/bin/python -m reconciler.simulator \
     --scenario examples/simulator/quickstart.yaml \
-    --port "$PORT" --port-file "$port_file" >/dev/null &
+    --port "$PORT" --port-file "$port_file" >"$work/simulator.log" 2>&1 &
 simulator=$!
-trap 'kill "$simulator" 2>/dev/null || true; rm -f "$port_file"' EXIT
+trap 'kill "$simulator" 2>/dev/null || true; wait "$simulator" 2>/dev/null; rm -rf "$work"' EXIT
 
 for _ in $(seq 50); do
     [ -s "$port_file" ] && break
     if ! kill -0 "$simulator" 2>/dev/null; then
         echo "The simulator did not start; is port $PORT in use?" >&2
+        cat "$work/simulator.log" >&2
         exit 1
     fi
     sleep 0.2

@@ -54,7 +54,11 @@ def test_allowed_hosts_admit_loopback() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://queue.keboola.com", "https://queue.eu-central-1.keboola.com", "https://queue.acme.keboola.cloud"],
+    [
+        "https://queue.keboola.com",
+        "https://queue.eu-central-1.keboola.com",
+        "https://queue.acme.keboola.cloud",
+    ],
 )
 def test_keboola_queue_hosts_allowed(url: str) -> None:
     check_keboola_host(url, NONE)
@@ -62,7 +66,11 @@ def test_keboola_queue_hosts_allowed(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://connection.keboola.com", "https://queue.keboola.com.evil.example", "https://keboola.com"],
+    [
+        "https://connection.keboola.com",
+        "https://queue.keboola.com.evil.example",
+        "https://keboola.com",
+    ],
 )
 def test_keboola_other_hosts_rejected(url: str) -> None:
     with pytest.raises(HostNotAllowedError):
@@ -75,7 +83,10 @@ def test_queue_url_derived_from_stack() -> None:
 
 
 def test_queue_url_explicit_wins() -> None:
-    assert queue_url_for("https://connection.keboola.com", "https://q.example/") == "https://q.example"
+    assert (
+        queue_url_for("https://connection.keboola.com", "https://q.example/")
+        == "https://q.example"
+    )
 
 
 def test_queue_url_underivable_names_setting() -> None:
@@ -85,7 +96,13 @@ def test_queue_url_underivable_names_setting() -> None:
 
 @pytest.mark.parametrize(
     ("host", "expected"),
-    [("localhost", True), ("127.0.0.5", True), ("::1", True), ("10.0.0.1", False), ("example.com", False)],
+    [
+        ("localhost", True),
+        ("127.0.0.5", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ],
 )
 def test_is_loopback(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected

@@ -33,12 +33,22 @@ def _job(**overrides: object) -> JobRow:
 
 
 def _batch(batch_id: str, status: str | None, error: str | None = None) -> BatchRow:
-    return BatchRow("j", batch_id, 0, status, None, None, None, None, error, "2026-01-01T00:00:00Z")
+    return BatchRow(
+        "j", batch_id, 0, status, None, None, None, None, error, "2026-01-01T00:00:00Z"
+    )
 
 
 def test_document_has_fixed_keys() -> None:
     document = build_document(_job(), [_batch("batch_a", "completed")], None)
-    assert list(document) == ["job", "revision", "status", "summary", "batches", "trigger", "error"]
+    assert list(document) == [
+        "job",
+        "revision",
+        "status",
+        "summary",
+        "batches",
+        "trigger",
+        "error",
+    ]
     assert list(document["batches"][0]) == [
         "id",
         "status",
@@ -47,7 +57,12 @@ def test_document_has_fixed_keys() -> None:
         "error_file_id",
         "terminal_at",
     ]
-    assert document["summary"] == {"total": 1, "completed": 1, "failed": 0, "pending": 0}
+    assert document["summary"] == {
+        "total": 1,
+        "completed": 1,
+        "failed": 0,
+        "pending": 0,
+    }
 
 
 def test_batch_error_key_only_when_failing() -> None:

@@ -83,7 +83,9 @@ async def queue(settings: Settings) -> AsyncIterator[KeboolaClient]:
         )
 
 
-def _job(job_id: str, variables: dict[str, str] | None, status: str = "created") -> dict[str, object]:
+def _job(
+    job_id: str, variables: dict[str, str] | None, status: str = "created"
+) -> dict[str, object]:
     body: dict[str, object] = {
         "id": job_id,
         "status": status,
@@ -139,7 +141,9 @@ async def test_accepted_records_job_id(
     post = respx.post(f"{QUEUE}/jobs").mock(
         return_value=httpx.Response(201, json=_job("900", None))
     )
-    outcome = await TriggerProtocol(store, settings).advance("j", BATCHES, TARGET, queue)
+    outcome = await TriggerProtocol(store, settings).advance(
+        "j", BATCHES, TARGET, queue
+    )
     row = store.job("j")
     assert row is not None and row.trigger_id is not None
     trigger = store.trigger(row.trigger_id)
@@ -160,7 +164,8 @@ async def test_rejected_is_not_retried(
 ) -> None:
     post = respx.post(f"{QUEUE}/jobs").mock(
         return_value=httpx.Response(
-            400, json={"error": "Configuration 12345 is disabled.", "exceptionId": "exc-1"}
+            400,
+            json={"error": "Configuration 12345 is disabled.", "exceptionId": "exc-1"},
         )
     )
     protocol = TriggerProtocol(store, settings)
@@ -180,7 +185,9 @@ async def test_rate_limit_releases_claim(
     store: Store, settings: Settings, queue: KeboolaClient
 ) -> None:
     post = respx.post(f"{QUEUE}/jobs").mock(
-        return_value=httpx.Response(429, headers={"Retry-After": "120"}, json={"error": "slow down"})
+        return_value=httpx.Response(
+            429, headers={"Retry-After": "120"}, json={"error": "slow down"}
+        )
     )
     protocol = TriggerProtocol(store, settings)
     await protocol.advance("j", BATCHES, TARGET, queue)
@@ -206,7 +213,10 @@ async def test_unknown_outcome_found_by_search(
     respx.get(f"{QUEUE}/search/jobs").mock(
         return_value=httpx.Response(
             200,
-            json=[_job("800", {TRIGGER_ID: "other"}), _job("801", {TRIGGER_ID: row.trigger_id})],
+            json=[
+                _job("800", {TRIGGER_ID: "other"}),
+                _job("801", {TRIGGER_ID: row.trigger_id}),
+            ],
         )
     )
     await protocol.advance("j", BATCHES, TARGET, queue)
@@ -240,7 +250,10 @@ async def test_resend_after_grace_keeps_id(
     store: Store, settings: Settings, queue: KeboolaClient
 ) -> None:
     post = respx.post(f"{QUEUE}/jobs").mock(
-        side_effect=[httpx.RemoteProtocolError("Server disconnected"), httpx.Response(201, json=_job("42", None))]
+        side_effect=[
+            httpx.RemoteProtocolError("Server disconnected"),
+            httpx.Response(201, json=_job("42", None)),
+        ]
     )
     respx.get(f"{QUEUE}/search/jobs").mock(return_value=httpx.Response(200, json=[]))
     protocol = TriggerProtocol(store, settings.with_overrides(trigger_lookup_grace=0.0))
@@ -254,7 +267,10 @@ async def test_resend_after_grace_keeps_id(
     assert trigger.attempts == 2
     assert post.call_count == 2
     ids = [
-        {v["name"]: v["value"] for v in json.loads(c.request.content)["variableValuesData"]["values"]}[TRIGGER_ID]
+        {
+            v["name"]: v["value"]
+            for v in json.loads(c.request.content)["variableValuesData"]["values"]
+        }[TRIGGER_ID]
         for c in post.calls
     ]
     assert ids == [trigger.id, trigger.id]
@@ -282,7 +298,9 @@ async def test_search_without_variables_reads_job(
     await protocol.advance("j", BATCHES, TARGET, queue)
     row = store.job("j")
     assert row is not None and row.trigger_id is not None
-    respx.get(f"{QUEUE}/search/jobs").mock(return_value=httpx.Response(200, json=[_job("77", None)]))
+    respx.get(f"{QUEUE}/search/jobs").mock(
+        return_value=httpx.Response(200, json=[_job("77", None)])
+    )
     read = respx.get(f"{QUEUE}/jobs/77").mock(
         return_value=httpx.Response(200, json=_job("77", {TRIGGER_ID: row.trigger_id}))
     )
@@ -312,7 +330,9 @@ async def test_expired_lease_becomes_unknown(
             "parameters": dict(build_variables("j", "tct-crashed", BATCHES)),
         },
     )
-    post = respx.post(f"{QUEUE}/jobs").mock(return_value=httpx.Response(201, json=_job("5", None)))
+    post = respx.post(f"{QUEUE}/jobs").mock(
+        return_value=httpx.Response(201, json=_job("5", None))
+    )
     respx.get(f"{QUEUE}/search/jobs").mock(
         return_value=httpx.Response(200, json=[_job("5", {TRIGGER_ID: "tct-crashed"})])
     )
@@ -357,7 +377,12 @@ async def test_active_lease_is_left_alone(
 async def test_concurrent_claims_send_once(
     store: Store, settings: Settings, queue: KeboolaClient
 ) -> None:
-    post = respx.post(f"{QUEUE}/jobs").mock(return_value=httpx.Response(201, json=_job("1", None)))
+    post = respx.post(f"{QUEUE}/jobs").mock(
+        return_value=httpx.Response(201, json=_job("1", None))
+    )
+    respx.get(f"{QUEUE}/jobs/1").mock(
+        return_value=httpx.Response(200, json=_job("1", None))
+    )
     other = Store.open(settings.state_dir)
     try:
         await asyncio.gather(
@@ -373,7 +398,9 @@ async def test_concurrent_claims_send_once(
 async def test_follow_records_final_status(
     store: Store, settings: Settings, queue: KeboolaClient
 ) -> None:
-    respx.post(f"{QUEUE}/jobs").mock(return_value=httpx.Response(201, json=_job("9", None)))
+    respx.post(f"{QUEUE}/jobs").mock(
+        return_value=httpx.Response(201, json=_job("9", None))
+    )
     protocol = TriggerProtocol(store, settings)
     await protocol.advance("j", BATCHES, TARGET, queue)
     finished = _job("9", None, status="error")
