@@ -358,7 +358,9 @@ class JobSpec(BaseModel):
     model_config = _STRICT_FROZEN
 
     version: Literal[1] = Field(
-        default=1, description="Version of the job file format; 1 is the only one."
+        default=1,
+        description="Version of the job file format; 1 is the only one.",
+        examples=[1],
     )
     name: str | None = Field(
         default=None,

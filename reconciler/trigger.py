@@ -239,6 +239,7 @@ class TriggerProtocol:
             job,
             {
                 "id": trigger_id,
+                "revision": row.spec_revision,
                 "batch_ids": [b.batch_id for b in batches],
                 "target": target.as_dict(),
                 "state": "sending",

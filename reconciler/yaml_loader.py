@@ -392,7 +392,8 @@ def _syntax_error(path: Path, text: str, exc: yaml.MarkedYAMLError) -> JobFileEr
 def _tab_message(text: str, mark: _Position | None) -> str:
     if mark is None:
         return "tab characters cannot indent YAML; use spaces"
-    line_text = text.splitlines()[mark.line] if text.splitlines() else ""
+    lines = text.splitlines()
+    line_text = lines[mark.line] if mark.line < len(lines) else ""
     if line_text[: mark.column].strip() == "":
         return "tab characters cannot indent YAML; use spaces"
     return "tab characters cannot separate YAML values here; use spaces"

@@ -508,15 +508,19 @@ def test_upper_case_extension_rejected(tmp_path: Path) -> None:
 # Secrets
 
 
+OPENAI_KIND = " (it looks like an OpenAI API key)"
+KEBOOLA_KIND = " (it looks like a Keboola Storage API token)"
+
+
 @pytest.mark.parametrize(
     ("field", "line", "value", "kind"),
     [
-        ("openai.api_key", 7, "sk-proj-AbCdEfGhIjKlMnOp", " (it looks like an OpenAI API key)"),
-        ("keboola.token", 10, "1234-56789-AbCdEfGhIjKlMnOp", " (it looks like a Keboola Storage API token)"),
+        ("openai.api_key", 7, "sk-proj-AbCdEfGhIjKlMnOp", OPENAI_KIND),
+        ("keboola.token", 10, "1234-56789-AbCdEfGhIjKlMnOp", KEBOOLA_KIND),
         ("keboola.token", 10, "plain-password-value", ""),
         ("keboola.token", 10, "424242424242", ""),
     ],
-)  # fmt: skip
+)
 def test_literal_secret_rejected(
     tmp_path: Path, field: str, line: int, value: str, kind: str
 ) -> None:
@@ -1047,27 +1051,29 @@ _SCALARS = (
     | st.text(max_size=20)
     | st.sampled_from(["batch_x", "secret:x", "sk-abc", "12345", "yes", "~"])
 )
+_KEYS = st.text(max_size=10) | st.sampled_from(FIELDS)
 _VALUES = st.recursive(
     _SCALARS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10) | st.sampled_from(FIELDS), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_KEYS, children, max_size=4)
+    ),
     max_leaves=20,
-)  # fmt: skip
+)
+_KEBOOLA_KEYS = ["stack_url", "queue_url", "token", "component_id", "configuration_id"]
 _JOB_LIKE = st.fixed_dictionaries(
     {},
     optional={
         "version": _SCALARS,
         "name": _SCALARS,
         "batch_ids": st.lists(_SCALARS | st.just("batch_a"), max_size=12) | _VALUES,
-        "openai": st.fixed_dictionaries({}, optional={"api_key": _SCALARS, "base_url": _SCALARS}) | _VALUES,
-        "keboola": st.dictionaries(
-            st.sampled_from(["stack_url", "queue_url", "token", "component_id", "configuration_id", "x"]),
-            _SCALARS,
-        ) | _VALUES,
+        "openai": st.dictionaries(st.sampled_from(["api_key", "base_url"]), _SCALARS)
+        | _VALUES,
+        "keboola": st.dictionaries(st.sampled_from([*_KEBOOLA_KEYS, "x"]), _SCALARS)
+        | _VALUES,
         "poll_interval_seconds": _SCALARS,
         "suspend": _SCALARS,
     },
-)  # fmt: skip
+)
 _NO_FIXTURE_CHECK = settings(
     max_examples=150,
     deadline=None,
@@ -1105,6 +1111,18 @@ def test_any_mapping_never_raises(tmp_path: Path, value: Any) -> None:
 @given(st.lists(st.sampled_from(VALID.splitlines(keepends=True)), max_size=20))
 def test_shuffled_lines_never_raise(tmp_path: Path, lines: list[str]) -> None:
     check_never_raises(tmp_path, "".join(lines).encode())
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("directory", ["jobs.d", "examples"])
+def test_bundled_job_files_validate(directory: str) -> None:
+    if not (REPOSITORY / directory).is_dir():
+        pytest.skip(f"{directory} is not in this checkout")
+    for job in discover(REPOSITORY / directory):
+        assert job.error is None, str(job.error)
+        assert job.spec is not None
 
 
 def test_direct_spec_construction() -> None:
