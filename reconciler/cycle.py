@@ -22,14 +22,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler import status_files
+from reconciler import failpoints, status_files
 from reconciler.catalog import Endpoints, endpoints_for, load_directory
-from reconciler.errors import ApiError, HostNotAllowedError, NotFoundError, SecretError
+from reconciler.errors import HostNotAllowedError, SecretError
 from reconciler.http_pool import HttpPool, Transport
 from reconciler.jobstate import all_terminal, derive_status
 from reconciler.keboola_api import KeboolaClient
-from reconciler.openai_api import TERMINAL_STATUSES, Batch, OpenAIClient
+from reconciler.openai_api import TERMINAL_STATUSES, Batch
 from reconciler.plan import Change, Plan, make_plan
+from reconciler.polling import Account, Poller, PollFailure
 from reconciler.retrying import RetryPolicy
 from reconciler.secrets import SecretResolver
 from reconciler.settings import Settings
@@ -297,7 +298,7 @@ class Cycle:
     async def _poll(self, store: Store, pool: HttpPool, jobs: dict[str, _Job]) -> None:
         """Poll every due, non-terminal batch once, however many jobs list it."""
         now = utc_now()
-        wanted: dict[tuple[str, str], dict[str, list[str]]] = {}
+        wanted: dict[Account, dict[str, list[str]]] = {}
         polled_jobs: list[_Job] = []
         for job in jobs.values():
             if job.endpoints is None or job.api_key is None or not self._due(job, now):
@@ -310,45 +311,35 @@ class Cycle:
             if not pending:
                 continue
             polled_jobs.append(job)
-            key = (job.endpoints.openai_base_url, job.api_key)
+            account = Account(job.endpoints.openai_base_url, job.api_key)
             for batch_id in pending:
-                wanted.setdefault(key, {}).setdefault(batch_id, []).append(job.row.name)
+                wanted.setdefault(account, {}).setdefault(batch_id, []).append(
+                    job.row.name
+                )
 
-        policy = RetryPolicy.from_settings(self.settings)
-        calls = []
-        for (base_url, api_key), batches in wanted.items():
-            client = OpenAIClient(
-                pool, base_url=base_url, api_key=api_key, policy=policy
-            )
-            for batch_id, job_names in batches.items():
-                calls.append(self._poll_one(store, client, batch_id, job_names))
-        if calls:
-            log.info("Polling %d batches", len(calls))
-            await asyncio.gather(*calls)
+        poller = Poller(pool, RetryPolicy.from_settings(self.settings))
+        results = await poller.poll(wanted)
+        with store.transaction():
+            for account, batches in wanted.items():
+                for batch_id, job_names in batches.items():
+                    result = results[account][batch_id]
+                    if isinstance(result, PollFailure):
+                        self._record_poll_error(
+                            store, batch_id, job_names, result.message
+                        )
+                    else:
+                        self._record_batch(store, result, job_names)
 
-        checked = to_iso(utc_now())
-        for job in polled_jobs:
-            assert job.spec is not None
-            next_check = utc_now() + timedelta(seconds=job.spec.poll_interval_seconds)
-            store.update_job(
-                job.row.name, last_checked_at=checked, next_check_at=to_iso(next_check)
-            )
-
-    async def _poll_one(
-        self, store: Store, client: OpenAIClient, batch_id: str, job_names: list[str]
-    ) -> None:
-        try:
-            batch = await client.get_batch(batch_id)
-        except ApiError as error:
-            self._record_poll_error(store, batch_id, job_names, _poll_error_text(error))
-            return
-        except Exception as error:  # one batch must never stop the cycle
-            log.exception("Unexpected error polling batch %s", batch_id)
-            self._record_poll_error(
-                store, batch_id, job_names, f"unexpected error: {type(error).__name__}"
-            )
-            return
-        self._record_batch(store, batch, job_names)
+            failpoints.reach("poll.recorded")
+            checked = to_iso(utc_now())
+            for job in polled_jobs:
+                assert job.spec is not None
+                interval = timedelta(seconds=job.spec.poll_interval_seconds)
+                store.update_job(
+                    job.row.name,
+                    last_checked_at=checked,
+                    next_check_at=to_iso(utc_now() + interval),
+                )
 
     def _record_batch(self, store: Store, batch: Batch, job_names: list[str]) -> None:
         counts = batch.request_counts
@@ -369,29 +360,25 @@ class Cycle:
             "error": None,
             "polled_at": to_iso(utc_now()),
         }
-        with store.transaction():
-            for name in job_names:
-                before = {b.batch_id: b for b in store.batches(name)}.get(batch.id)
-                store.update_batch(name, batch.id, **values)
-                if before is not None and before.status != batch.status:
-                    store.add_event(
-                        name,
-                        "batch",
-                        f"{batch.id}: {before.status or 'unknown'} -> {batch.status}",
-                    )
-                    log.info("Job %s: batch %s is %s", name, batch.id, batch.status)
+        for name in job_names:
+            before = store.batch(name, batch.id)
+            store.update_batch(name, batch.id, **values)
+            if before is not None and before.status != batch.status:
+                store.add_event(
+                    name,
+                    "batch",
+                    f"{batch.id}: {before.status or 'unknown'} -> {batch.status}",
+                )
+                log.info("Job %s: batch %s is %s", name, batch.id, batch.status)
 
     def _record_poll_error(
         self, store: Store, batch_id: str, job_names: list[str], text: str
     ) -> None:
-        with store.transaction():
-            for name in job_names:
-                before = {b.batch_id: b for b in store.batches(name)}.get(batch_id)
-                store.update_batch(
-                    name, batch_id, error=text, polled_at=to_iso(utc_now())
-                )
-                if before is not None and before.error != text:
-                    store.add_event(name, "error", f"{batch_id}: {text}")
+        for name in job_names:
+            before = store.batch(name, batch_id)
+            store.update_batch(name, batch_id, error=text, polled_at=to_iso(utc_now()))
+            if before is not None and before.error != text:
+                store.add_event(name, "error", f"{batch_id}: {text}")
         log.error(
             "Batch %s of job(s) %s cannot be polled: %s",
             batch_id,
@@ -563,15 +550,6 @@ def _target(spec: JobSpec, endpoints: Endpoints) -> Target:
         component_id=spec.keboola.component_id,
         configuration_id=spec.keboola.configuration_id,
     )
-
-
-def _poll_error_text(error: ApiError) -> str:
-    if isinstance(error, NotFoundError):
-        return (
-            f"{error.message}; check the batch id and that the key belongs to "
-            "the batch's OpenAI project"
-        )
-    return error.message
 
 
 def _dedupe_join(problems: list[str]) -> str | None:

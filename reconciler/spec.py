@@ -72,6 +72,8 @@ BATCH_ID_MAX_LENGTH = 255
 DEFAULT_MAX_BATCH_IDS = 10
 POLL_INTERVAL_MIN = 30
 POLL_INTERVAL_MAX = 3600
+MAX_PROBLEMS = 100
+"""Most problems listed for one file; a file with more gets a note of the rest."""
 
 SECRET_REF_PATTERN = re.compile(
     r"\A(?:secret:[A-Za-z0-9][A-Za-z0-9_.-]*|env:[A-Za-z_][A-Za-z0-9_]*|file:.+)\Z"
@@ -594,9 +596,24 @@ def load_job_file(path: Path, *, max_batch_ids: int = DEFAULT_MAX_BATCH_IDS) -> 
         spec, content_problems = _validate_content(path, name, data, max_batch_ids)
         problems += content_problems
     if problems:
-        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        problems = _shorten(
+            sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
+        )
         return JobFile(name, path, revision, None, JobFileError(path, problems))
     return JobFile(name, path, revision, spec, None)
+
+
+def _shorten(problems: list[Problem]) -> list[Problem]:
+    """Keep the first ``MAX_PROBLEMS`` problems and count the rest in one more."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    hidden = len(problems) - MAX_PROBLEMS
+    note = Problem(
+        problems[0].path,
+        f"{hidden:,} more problems are not listed; fix the ones above and "
+        "validate again",
+    )
+    return [*problems[:MAX_PROBLEMS], note]
 
 
 def discover(

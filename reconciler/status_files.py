@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from reconciler import failpoints
 from reconciler.jobstate import summarize
 from reconciler.store import BatchRow, JobRow, TriggerRow
 
@@ -121,6 +122,7 @@ def write_if_changed(path: Path, text: str) -> bool:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)
+        failpoints.reach("status.renaming")
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

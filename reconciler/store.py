@@ -378,6 +378,15 @@ class Store:
         )
         return [_row_to(BatchRow, row) for row in rows]
 
+    def batch(self, job: str, batch_id: str) -> BatchRow | None:
+        """Return one batch of one job, or None."""
+        rows = list(
+            self.db.table("batches").rows_where(
+                "job = ? AND batch_id = ?", [job, batch_id]
+            )
+        )
+        return _row_to(BatchRow, rows[0]) if rows else None
+
     def all_batches(self) -> dict[str, list[BatchRow]]:
         """Return every job's batches, by job name, each list in job-file order."""
         result: dict[str, list[BatchRow]] = {}

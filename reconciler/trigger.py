@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from reconciler import failpoints
 from reconciler.errors import (
     ApiError,
     OutcomeUnknownError,
@@ -252,6 +253,7 @@ class TriggerProtocol:
         )
         if not claimed:
             return Outcome(message="another process claimed the trigger")
+        failpoints.reach("trigger.claimed")
         self._store.add_event(job, "trigger", f"trigger {trigger_id} claimed")
         trigger = self._store.trigger(trigger_id)
         assert trigger is not None
@@ -269,6 +271,7 @@ class TriggerProtocol:
             target["component_id"],
             target["configuration_id"],
         )
+        failpoints.reach("trigger.sending")
         try:
             created = await queue.create_job(
                 component_id=target["component_id"],
@@ -331,7 +334,10 @@ class TriggerProtocol:
                 error=f"Keboola did not create the trigger ({error.message}); "
                 f"next try at {not_before}"
             )
-        return self._accept(job, trigger, created, how="accepted")
+        failpoints.reach("trigger.received")
+        outcome = self._accept(job, trigger, created, how="accepted")
+        failpoints.reach("trigger.recorded")
+        return outcome
 
     def _accept(
         self, job: str, trigger: TriggerRow, created: KeboolaJob, *, how: str

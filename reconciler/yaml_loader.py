@@ -27,7 +27,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from reconciler.errors import JobFileError, Problem
 
 MAX_FILE_BYTES = 1024 * 1024
-"""Largest job file accepted, in bytes. Real job files are well under 2 KiB."""
+"""Largest job file accepted, in bytes. Real job files are well under 2 KiB.
+
+NOTE: the pure-Python PyYAML parser used here needs seconds for a file near
+the limit: about 9 s for 1 MiB of one-line flow mappings, measured with
+PyYAML 6.0.4 on Python 3.11 and one core of an AMD EPYC virtual machine.
+"""
 
 MAX_DEPTH = 50
 """Deepest nesting of mappings and sequences accepted. Job files need three."""

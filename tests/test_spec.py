@@ -721,6 +721,16 @@ def test_problems_collected_by_line(tmp_path: Path) -> None:
     assert [p.line for p in problems] == [1, 7, 12, 14]
 
 
+def test_problem_list_capped(tmp_path: Path) -> None:
+    text = VALID + "".join(f"extra{index}: 1\n" for index in range(150))
+    problems = problems_of(load(tmp_path, text))
+    assert len(problems) == 101
+    assert problems[99].field == "extra99"
+    assert problems[100].message == (
+        "50 more problems are not listed; fix the ones above and validate again"
+    )
+
+
 def test_every_problem_names_file(tmp_path: Path) -> None:
     path = write(tmp_path, VALID + "extra: 1\n")
     job = load_job_file(path)
