@@ -10,21 +10,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from reconciler import service
-from reconciler.cycle import CycleReport
+from reconciler import __version__
 from reconciler.errors import JobFileError, TCError
-from reconciler.logconfig import configure_logging
-from reconciler.plan import Plan
-from reconciler.settings import Settings
-from reconciler.spec import JobFile, job_schema
+
+if TYPE_CHECKING:
+    from reconciler import service
+    from reconciler.cycle import CycleReport
+    from reconciler.plan import Plan
+    from reconciler.settings import Settings
+    from reconciler.spec import JobFile
+
+# The core (httpx, pydantic, sqlite-utils) is imported inside the commands
+# that use it, so `tc --version` and `tc --help` start in a fraction of the
+# time.
 
 app = typer.Typer(
     name="tc",
@@ -73,9 +77,29 @@ LogFormat = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"tc (TeckoChecker) {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """TeckoChecker: watch OpenAI batches declared in git, trigger Keboola once."""
+
+
 def _settings(
     state_dir: Path | None = None, concurrency: int | None = None
 ) -> Settings:
+    from reconciler.settings import Settings
+
     try:
         settings = Settings.from_env()
     except TCError as error:
@@ -89,6 +113,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _logging(level: str, fmt: str) -> None:
+    from reconciler.logconfig import configure_logging
+
     try:
         configure_logging(level, fmt)
     except ValueError as error:
@@ -117,6 +143,8 @@ def apply(
 
     Fit for cron. Example: tc apply jobs.d
     """
+    from reconciler import service
+
     _logging(log_level, log_format)
     settings = _settings(state_dir, concurrency)
     try:
@@ -141,6 +169,8 @@ def diff(
     state_dir: StateDir = None,
 ) -> None:
     """Print the plan; exit 0 without differences, 1 with differences, 2 on error."""
+    from reconciler import service
+
     settings = _settings(state_dir)
     try:
         report = service.apply(job_dir, settings, dry_run=True, allow_empty=allow_empty)
@@ -165,6 +195,10 @@ def status(
     """Show jobs: a table of all, one job in detail, or -o json / -o yaml."""
     if output not in ("table", "json", "yaml"):
         raise typer.BadParameter(f"{output!r} is not one of table, json, yaml")
+    import yaml
+
+    from reconciler import service
+
     settings = _settings(state_dir)
     try:
         views = service.status(settings, names or [])
@@ -191,6 +225,8 @@ def validate(
     ] = None,
 ) -> None:
     """Validate job files only: no database, no secrets. For CI and pre-commit."""
+    from reconciler import service
+
     settings = _settings()
     try:
         files = service.validate(paths or [DEFAULT_JOB_DIR], settings)
@@ -209,6 +245,8 @@ def validate(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of job files, for editors and CI."""
+    from reconciler.spec import job_schema
+
     sys.stdout.write(json.dumps(job_schema(), indent=2) + "\n")
 
 
@@ -218,6 +256,8 @@ def rerun(
     state_dir: StateDir = None,
 ) -> None:
     """Arm a new trigger for a job; the next cycle sends it when batches are done."""
+    from reconciler import service
+
     settings = _settings(state_dir)
     try:
         previous = service.rerun(settings, name)
@@ -294,6 +334,8 @@ def _trigger_cell(trigger: dict[str, Any] | None) -> str:
 
 
 def _print_status_table(views: list[service.JobView]) -> None:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in ("JOB", "STATUS", "BATCHES", "FAILED", "NEXT CHECK", "TRIGGER"):
         table.add_column(column)
@@ -342,6 +384,8 @@ def _print_job_detail(view: service.JobView) -> None:
             f"[red]error[/red] since {m['error']['since']}: "
             f"{escape(m['error']['message'])}"
         )
+    from rich.table import Table
+
     batches = Table(box=None, pad_edge=False, title=None)
     for column in (
         "BATCH",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,25 @@ class JobReport:
     messages: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock and CPU seconds one phase of a cycle took."""
+
+    wall: float
+    cpu: float
+
+
+class _PhaseClock:
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+
+    def lap(self, phase: str, report: CycleReport) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        report.timings[phase] = Timing(wall - self._wall, cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
+
+
 @dataclass
 class CycleReport:
     """The outcome of one cycle."""
@@ -64,6 +84,7 @@ class CycleReport:
     jobs: list[JobReport] = field(default_factory=list)
     invalid_files: list[JobFile] = field(default_factory=list)
     status_files_written: list[Path] = field(default_factory=list)
+    timings: dict[str, Timing] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -130,6 +151,7 @@ class Cycle:
 
     async def run(self, store: Store, *, allow_empty: bool = False) -> CycleReport:
         """Run one cycle against an open store."""
+        clock = _PhaseClock()
         files = load_directory(self.job_dir, self.settings)
         plan = make_plan(files, store.jobs(), allow_empty=allow_empty)
         report = CycleReport(
@@ -150,10 +172,13 @@ class Cycle:
         for job in jobs.values():
             self._rearm(store, job)
             self._resolve(job)
+        clock.lap("sync", report)
 
         async with HttpPool(self.settings, transport=self.transport) as pool:
             await self._poll(store, pool, jobs)
+            clock.lap("poll", report)
             await self._advance_triggers(store, pool, jobs)
+            clock.lap("trigger", report)
 
         for job in jobs.values():
             report.jobs.append(self._settle(store, job))
@@ -162,6 +187,7 @@ class Cycle:
                 written = self._write_status_file(store, job)
                 if written is not None:
                     report.status_files_written.append(written)
+        clock.lap("status", report)
         return report
 
     # Sync

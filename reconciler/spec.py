@@ -171,10 +171,9 @@ def _url_problem(value: str) -> str | None:
         return "contains spaces or control characters"
     try:
         parts = urlsplit(value)
-        port = parts.port
+        _ = parts.port  # reading the port raises ValueError when it is invalid
     except ValueError:
         return "is not a valid URL (check the host and the port)"
-    del port
     if parts.scheme not in ("http", "https"):
         if not parts.scheme:
             return "does not start with http:// or https://"
@@ -247,7 +246,7 @@ _STRICT_FROZEN = ConfigDict(
 
 
 class OpenAIConfig(BaseModel):
-    """Where and with which key the job's batches are polled."""
+    """The OpenAI endpoint and API key that the job's batches are polled with."""
 
     model_config = _STRICT_FROZEN
 
@@ -278,7 +277,7 @@ class OpenAIConfig(BaseModel):
 
 
 class KeboolaConfig(BaseModel):
-    """The Keboola configuration that the job triggers, and how to reach it."""
+    """The Keboola stack, token and configuration that the job triggers."""
 
     model_config = _STRICT_FROZEN
 
@@ -735,14 +734,14 @@ def _read_job_bytes(path: Path) -> tuple[bytes | None, str, list[Problem]]:
             message = f"is {kind}, not a job file; remove it or rename it"
             return None, "", [Problem(path, message)]
         digest = hashlib.sha256()
-        kept = bytearray()
+        head = bytearray()
         size = 0
         with path.open("rb") as stream:
             while chunk := stream.read(1024 * 1024):
                 digest.update(chunk)
                 size += len(chunk)
-                if len(kept) <= MAX_FILE_BYTES:
-                    kept += chunk[: MAX_FILE_BYTES + 1 - len(kept)]
+                if len(head) <= MAX_FILE_BYTES:
+                    head += chunk[: MAX_FILE_BYTES + 1 - len(head)]
     except OSError as exc:
         message = (
             f"cannot read the file ({exc.strerror or exc}); check that it exists "
@@ -752,7 +751,7 @@ def _read_job_bytes(path: Path) -> tuple[bytes | None, str, list[Problem]]:
     revision = digest.hexdigest()[:12]
     if size > MAX_FILE_BYTES:
         return None, revision, [Problem(path, too_large_message(size))]
-    return bytes(kept), revision, []
+    return bytes(head), revision, []
 
 
 def _symlink_problem(path: Path) -> Problem | None:
@@ -904,10 +903,10 @@ class _NodeReader:
             if isinstance(node, MappingNode):
                 return self.read_model(node, kind, loc)
             required = [k for k, f in kind.model_fields.items() if f.is_required()]
-            what = "has no value" if _is_null(node) else f"is {_node_kind(node)}"
+            found = "has no value" if _is_null(node) else f"is {_node_kind(node)}"
             self.report(
                 loc,
-                f"{field} {what}; it must be a mapping, with the keys "
+                f"{field} {found}; it must be a mapping, with the keys "
                 f"{', '.join(required)} indented under {loc[-1]}:",
                 node,
             )
@@ -924,10 +923,10 @@ class _NodeReader:
     def read_list(self, node: Node, loc: Loc) -> Any:
         field = _format_loc(loc)
         if not isinstance(node, SequenceNode):
-            what = "has no value" if _is_null(node) else f"is {_node_kind(node)}"
+            found = "has no value" if _is_null(node) else f"is {_node_kind(node)}"
             self.report(
                 loc,
-                f"{field} {what}; it must be a list, with one batch id per line "
+                f"{field} {found}; it must be a list, with one batch id per line "
                 "starting with '- ', also for a single batch",
                 node,
             )
@@ -955,7 +954,7 @@ class _NodeReader:
             return _ABSENT
         if secret:
             return node.value  # the model rejects it as a literal secret, unquoted
-        what = reading.detail or {
+        type_words = reading.detail or {
             "boolean": "a boolean",
             "number": "a number",
             "date": "a date",
@@ -963,7 +962,7 @@ class _NodeReader:
         text = node.value
         self.report(
             loc,
-            f"{text} is read by YAML as {what}; write it in quotes: "
+            f"{text} is read by YAML as {type_words}; write it in quotes: "
             f"{_double_quoted(text)}",
             node,
         )
@@ -1191,7 +1190,7 @@ def _batch_id_problems(
 
 
 def _error_message(error: ErrorDetails, loc: Loc) -> str:
-    """Write a pydantic error as a sentence that says what to do."""
+    """Turn a pydantic error into a sentence that names the problem and the fix."""
     field = _format_loc(loc)
     error_type = error["type"]
     if error_type in _OWN_ERROR_TYPES:

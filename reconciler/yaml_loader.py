@@ -1,7 +1,7 @@
 """Safe YAML loading for job files, with line and column for every node.
 
 A job file is composed into PyYAML's node tree, never constructed into Python
-objects, so the validator in ``reconciler.spec`` sees each scalar's original
+objects, so the validator in ``reconciler.spec`` gets each scalar's original
 text, quoting style and position. That is what lets it reject a plain ``12345``
 where a string is expected instead of silently reading a number.
 
@@ -29,9 +29,9 @@ from reconciler.errors import JobFileError, Problem
 MAX_FILE_BYTES = 1024 * 1024
 """Largest job file accepted, in bytes. Real job files are well under 2 KiB.
 
-NOTE: the pure-Python PyYAML parser used here needs seconds for a file near
-the limit: about 9 s for 1 MiB of one-line flow mappings, measured with
-PyYAML 6.0.4 on Python 3.11 and one core of an AMD EPYC virtual machine.
+NOTE: the pure-Python PyYAML parser takes seconds for a file near the limit.
+1 MiB of one-line flow mappings took about 9 s with PyYAML 6.0.4 and Python
+3.11 on one core of an AMD EPYC virtual machine.
 """
 
 MAX_DEPTH = 50
@@ -76,17 +76,17 @@ _TIMESTAMP_RE = re.compile(
 
 
 class ExplicitStrNode(ScalarNode):
-    """A scalar node written with the ``!!str`` tag, so it is text whatever it says."""
+    """A scalar node written with the ``!!str`` tag: a string whatever its text."""
 
 
 @dataclass(frozen=True)
 class ScalarReading:
-    """What YAML makes of an unquoted scalar that is not a string.
+    """The type YAML gives an unquoted scalar that is not a string.
 
     Attributes:
         kind: ``"null"``, ``"boolean"``, ``"number"`` or ``"date"``.
-        detail: extra words for the message, such as ``"the number 80"`` for
-            the YAML 1.1 base-60 reading of ``1:20``; empty when there are none.
+        detail: extra words for the message, such as ``"the base-60 number 80"``
+            for ``1:20`` in YAML 1.1, or empty.
     """
 
     kind: str
@@ -305,9 +305,9 @@ class _JobFileLoader(yaml.SafeLoader):
         tag: str | None = getattr(event, "tag", None)
         explicit_str = tag == STR_TAG and isinstance(event, ScalarEvent)
         if tag is not None and not explicit_str:
-            shown = tag.replace(_YAML_TAG_PREFIX, "!!")
+            short_tag = tag.replace(_YAML_TAG_PREFIX, "!!")
             raise _RejectedNode(
-                f"YAML tags such as {shown} are not supported in job files; "
+                f"YAML tags such as {short_tag} are not supported in job files; "
                 "remove the tag (write a value in quotes to make it a string)",
                 event.start_mark,
             )

@@ -11,7 +11,8 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check .
+# Editable, like the test script, so both can share .venv.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
 
 # The quick-start job files name these variables; the simulator accepts
 # exactly these values. The loopback host must be allowed explicitly.

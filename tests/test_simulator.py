@@ -680,7 +680,7 @@ def test_config_lock_makes_job_wait(simulator: StartSimulator) -> None:
 def test_create_rejects_invalid_body(
     simulator: StartSimulator, body: object, message: str
 ) -> None:
-    configurations = [
+    configurations: list[dict[str, Any]] = [
         {"component": COMPONENT, "id": "12345", "variables": VARIABLES},
         {"component": COMPONENT, "id": "off", "disabled": True},
     ]
@@ -813,6 +813,18 @@ def test_search_filters_and_pages(simulator: StartSimulator) -> None:
         make_scenario(configurations=configurations, job_seconds=2), clock=clock
     )
     with keboola_client(sim) as client:
+
+        def create(config: str, component: str = COMPONENT) -> str:
+            body = job_body(config, component=component)
+            job_id: str = client.post("/jobs", json=body).json()["id"]
+            return job_id
+
+        def search(params: Any) -> list[dict[str, Any]]:
+            jobs: list[dict[str, Any]] = client.get(
+                "/search/jobs", params=params
+            ).json()
+            return jobs
+
         ids = []
         for config, component in (
             ("1", COMPONENT),
@@ -820,47 +832,44 @@ def test_search_filters_and_pages(simulator: StartSimulator) -> None:
             ("1", COMPONENT),
             ("1", "keboola.ex-http"),
         ):
-            ids.append(
-                client.post("/jobs", json=job_body(config, component=component)).json()[
-                    "id"
-                ]
-            )
+            ids.append(create(config, component))
             clock.advance(10)
+        # The last job is still "created" when the searches run.
+        ids.append(create("2"))
         first_created = iso(clock.now - 40)
         third_created = iso(clock.now - 20)
-        everything = client.get("/search/jobs").json()
-        by_config = client.get(
-            "/search/jobs", params={"componentId": COMPONENT, "configId": "1"}
-        ).json()
-        by_alias = client.get(
-            "/search/jobs", params={"component": COMPONENT, "config": "1"}
-        ).json()
-        recent = client.get(
-            "/search/jobs",
-            params={
+
+        everything = search({})
+        by_config = search({"componentId": COMPONENT, "configId": "1"})
+        by_alias = search({"component": COMPONENT, "config": "1"})
+        recent = search(
+            {
                 "createdTimeFrom": third_created,
+                "createdTimeTo": iso(clock.now - 1),
                 "sortBy": "createdTime",
                 "sortOrder": "asc",
-            },
-        ).json()
-        paged = [
-            client.get("/search/jobs", params={"limit": 3, "offset": offset}).json()
-            for offset in (0, 3)
-        ]
-        by_status = client.get("/search/jobs", params={"status": "success"}).json()
-        by_statuses = client.get(
-            "/search/jobs", params=[("status[]", "created"), ("status[]", "success")]
-        ).json()
-    assert [job["id"] for job in everything] == list(reversed(ids))
+            }
+        )
+        pages = [search({"limit": 3, "offset": offset}) for offset in (0, 3)]
+        succeeded = search({"status": "success"})
+        created_or_succeeded = search(
+            [("status[]", "created"), ("status[]", "success")]
+        )
+        # A repeated plain key keeps only its last value, as in PHP.
+        last_status_only = search([("status", "created"), ("status", "success")])
+
+    newest_first = list(reversed(ids))
+    assert [job["id"] for job in everything] == newest_first
     assert everything[-1]["createdTime"] == first_created
     assert everything[0]["variableValuesData"] == job_body()["variableValuesData"]
     assert [job["id"] for job in by_config] == [ids[2], ids[0]]
     assert by_alias == by_config
     assert [job["id"] for job in recent] == [ids[2], ids[3]]
-    assert [len(page) for page in paged] == [3, 1]
-    assert [job["id"] for job in paged[0] + paged[1]] == list(reversed(ids))
-    assert len(by_status) == 4
-    assert len(by_statuses) == 4
+    assert [len(page) for page in pages] == [3, 2]
+    assert [job["id"] for job in pages[0] + pages[1]] == newest_first
+    assert [job["id"] for job in succeeded] == newest_first[1:]
+    assert [job["id"] for job in created_or_succeeded] == newest_first
+    assert [job["id"] for job in last_status_only] == newest_first[1:]
 
 
 @pytest.mark.parametrize(

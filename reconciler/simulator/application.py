@@ -60,7 +60,8 @@ class Application:
         """Return the response to ``request``, or one with ``drop`` set."""
         if request.path == "/_sim" or request.path.startswith("/_sim/"):
             return self.control.handle(request)
-        service = "openai" if request.path.startswith("/v1/") else "keboola"
+        is_openai = request.path == "/v1" or request.path.startswith("/v1/")
+        service = "openai" if is_openai else "keboola"
         fault = self.faults.take(service, request.method, request.path)
         entry = self.request_log.record(service, request, fault, self.clock())
         if fault is not None:
@@ -135,7 +136,8 @@ def _status_response(service: str, effect: FaultEffect) -> Response:
         )
     if effect.retry_after == "http-date":
         seconds = effect.retry_after_seconds or 0.0
-        # HTTP dates have whole seconds, so round up to never wait too little.
+        # HTTP dates have whole seconds. Rounding up keeps the wait at least
+        # retry_after_seconds.
         when = math.ceil(time.time() + seconds)
         response.headers.append(("retry-after", formatdate(when, usegmt=True)))
     elif isinstance(effect.retry_after, float):

@@ -105,7 +105,7 @@ class RequestCounts:
 class BatchSpec:
     """How one simulated batch behaves once its timeline has started.
 
-    ``request_counts`` holds the final counts and is None when the scenario asks
+    ``request_counts`` contains the final counts and is None when the scenario asks
     for a null ``request_counts`` field. A file id field is ``UNSET`` when the
     default applies, which depends on the terminal status and the counts.
     """

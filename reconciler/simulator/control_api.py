@@ -21,7 +21,7 @@ from reconciler.simulator.validation import ScenarioError
 
 
 class ControlApi:
-    """Answers control requests by reading or changing the simulator's state."""
+    """Handles control requests by reading or changing the simulator's state."""
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ _MATCH_KEYS = ("service", "method", "path", "times")
 
 @dataclass(frozen=True)
 class FaultEffect:
-    """What a fault does to the response.
+    """Effect of a fault on the response.
 
     ``kind`` is one of ``EFFECTS`` except ``after_commit``. For ``status``,
     ``body`` replaces the default error body and ``retry_after`` is a number of
@@ -112,6 +112,7 @@ def parse_fault_rule(data: object, where: str) -> FaultRule:
             f"got {', '.join(present) or 'none'}"
         )
     kind = present[0]
+
     allowed = [*_MATCH_KEYS, kind]
     if kind == "status":
         allowed.extend(_STATUS_OPTIONS)
@@ -122,6 +123,7 @@ def parse_fault_rule(data: object, where: str) -> FaultRule:
             f"{fields.path('service')}: expected one of {', '.join(SERVICES)}, "
             f"got {service!r}"
         )
+
     method = fields.optional_str("method")
     path_pattern = fields.optional_str("path")
     path: re.Pattern[str] | None = None
@@ -135,6 +137,7 @@ def parse_fault_rule(data: object, where: str) -> FaultRule:
     times: int | None = None
     if fields.data.get("times") is not None:
         times = fields.optional_int("times", 0, minimum=1)
+
     after_commit = kind == "after_commit"
     if after_commit:
         if service != "keboola":
@@ -180,7 +183,7 @@ def _parse_effect(kind: str, fields: Fields) -> FaultEffect:
     if kind == "latency":
         return FaultEffect(kind, latency=require_number(value, where))
     if kind == "wrong_shape":
-        # ``true`` asks for the default wrong shape. Any other value is sent as is.
+        # ``true`` selects the default wrong shape. Any other value is sent as is.
         return FaultEffect(kind, shape=None if value is True else value)
     if kind == "status_value":
         return FaultEffect(kind, status_value=fields.required_str(kind))

@@ -59,6 +59,7 @@ def validate_job_request(body: object, queue: QueueSpec) -> JobRequest:
         raise JobRequestError(
             f'Invalid mode "{mode}". Allowed values: {", ".join(MODES)}.'
         )
+
     component = body.get("component")
     if not isinstance(component, str) or not component:
         raise JobRequestError('The "component" field must be a non-empty string.')
@@ -72,6 +73,7 @@ def validate_job_request(body: object, queue: QueueSpec) -> JobRequest:
         )
     if config_id is not None and (not isinstance(config_id, str) or not config_id):
         raise JobRequestError('The "config" field must be a non-empty string.')
+
     if component not in queue.components:
         raise JobRequestError(f'Component "{component}" not found.')
     configuration: ConfigurationSpec | None = None
@@ -85,6 +87,7 @@ def validate_job_request(body: object, queue: QueueSpec) -> JobRequest:
             raise JobRequestError(
                 f'Configuration "{config_id}" of component "{component}" is disabled.'
             )
+
     _validate_config_row_ids(body.get("configRowIds"))
     variable_values_id = body.get("variableValuesId")
     if variable_values_id is not None and (
@@ -155,8 +158,9 @@ def decide_outcome(request: JobRequest) -> JobOutcome:
     configuration = request.configuration
     if configuration is not None and configuration.fail_with is not None:
         return JobOutcome("error", configuration.fail_with, {})
-    # NOTE: configData replaces the stored configuration for the run, so its
-    # variables are not resolved and such a job always succeeds here.
+    # NOTE: configData replaces the stored configuration for the run. The
+    # simulator resolves no variables for it, so such a job succeeds unless the
+    # configuration sets fail_with.
     if configuration is None or request.config_data is not None:
         return _success({})
     if not configuration.variables:

@@ -145,7 +145,7 @@ class JobQueue:
             indexed = [
                 self._render_locked(job, now, timelines)
                 for job in self._jobs.values()
-                if True
+                if now >= job.created_at + self.spec.search_lag_seconds
             ]
         return search_jobs(indexed, query)
 
@@ -218,11 +218,14 @@ class JobQueue:
         start_time = next(
             (event.time for event in reached if event.status == "processing"), None
         )
+
         is_finished = current.status in FINAL_STATUSES
         end_time = current.time if is_finished else None
         duration = 0
         if start_time is not None:
             duration = int((end_time if end_time is not None else now) - start_time)
+
+        desired_status = "terminating" if job.killed_at is not None else "processing"
         request = job.request
         body = request.body
         variable_values_data = body.get("variableValuesData")
@@ -236,9 +239,7 @@ class JobQueue:
                 "description": f"Simulator token {job.token_number}",
             },
             "status": current.status,
-            "desiredStatus": "terminating"
-            if job.killed_at is not None
-            else "processing",
+            "desiredStatus": desired_status,
             "mode": request.mode,
             "component": request.component,
             "config": request.config_id,
@@ -270,13 +271,13 @@ class JobQueue:
 
 def _apply_kill(events: list[_Event], killed_at: float, dwell: float) -> list[_Event]:
     """Return the events of a job that was killed at ``killed_at``."""
-    kept = [event for event in events if event.time <= killed_at]
-    if kept[-1].status == "processing":
-        kept.append(_Event(killed_at, "terminating"))
-        kept.append(_Event(killed_at + dwell, "terminated"))
+    before_kill = [event for event in events if event.time <= killed_at]
+    if before_kill[-1].status == "processing":
+        before_kill.append(_Event(killed_at, "terminating"))
+        before_kill.append(_Event(killed_at + dwell, "terminated"))
     else:
-        kept.append(_Event(killed_at, "cancelled"))
-    return kept
+        before_kill.append(_Event(killed_at, "cancelled"))
+    return before_kill
 
 
 def _current(events: list[_Event], now: float) -> _Event:

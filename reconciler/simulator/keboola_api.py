@@ -18,7 +18,7 @@ _KILL_PATH = re.compile(r"^/jobs/(?P<job_id>[^/]+)/kill$")
 
 
 class KeboolaApi:
-    """Answers queue requests from a job queue, after checking the token."""
+    """Handles queue requests with a job queue, after checking the token."""
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue

@@ -21,7 +21,7 @@ _CANCEL_PATH = re.compile(r"^/v1/batches/(?P<batch_id>[^/]+)/cancel$")
 
 
 class OpenAIApi:
-    """Answers OpenAI requests from a batch store, after checking the API key."""
+    """Handles OpenAI requests with a batch store, after checking the API key."""
 
     def __init__(self, api_keys: tuple[str, ...], batches: BatchStore) -> None:
         self.api_keys = api_keys

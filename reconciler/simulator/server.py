@@ -32,7 +32,7 @@ IDLE_CONNECTION_TIMEOUT = 30
 
 
 class _Server(ThreadingHTTPServer):
-    """Threading HTTP server that knows its application and open connections."""
+    """Threading HTTP server that tracks its application and open connections."""
 
     daemon_threads = True
 
@@ -185,6 +185,7 @@ class Simulator:
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
         self._server = _Server(self._port, self.application)
+        self.application.stopping.clear()
         self.application.queue.base_url = self.url
         self._thread = threading.Thread(
             target=self._server.serve_forever,
