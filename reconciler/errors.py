@@ -45,7 +45,9 @@ class Problem:
             place += f":{self.line}"
             if self.column is not None:
                 place += f":{self.column}"
-        where = f" {self.field}:" if self.field else ""
+        # A message that opens with its field name already says where.
+        named = self.field is None or self.message.startswith(self.field)
+        where = "" if named else f" {self.field}:"
         return f"{place}:{where} {self.message}"
 
 

@@ -35,6 +35,10 @@ class _Server(ThreadingHTTPServer):
     """Threading HTTP server that tracks its application and open connections."""
 
     daemon_threads = True
+    # socketserver's default backlog is 5. A client that opens more connections
+    # at once has the extra SYNs dropped and retried after 1 s, which looks
+    # like a slow server to a client with a short timeout.
+    request_queue_size = 128
 
     def __init__(self, port: int, application: Application) -> None:
         self.application = application
