@@ -138,6 +138,12 @@ def apply(
     concurrency: Concurrency = None,
     log_level: LogLevel = "warning",
     log_format: LogFormat = "text",
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Output format: text, or json for scripts."
+        ),
+    ] = "text",
 ) -> None:
     """Run one cycle: plan, sync, poll every pending batch, trigger, write status.
 
@@ -145,6 +151,8 @@ def apply(
     """
     from reconciler import service
 
+    if output not in ("text", "json"):
+        raise typer.BadParameter(f"{output!r} is not one of text, json")
     _logging(log_level, log_format)
     settings = _settings(state_dir, concurrency)
     try:
@@ -153,6 +161,9 @@ def apply(
         )
     except TCError as error:
         _fail(str(error))
+    if output == "json":
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        raise typer.Exit(0 if report.ok else 1)
     _print_plan(report.plan, job_dir)
     _print_invalid(report.invalid_files)
     if not dry_run:

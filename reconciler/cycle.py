@@ -86,6 +86,41 @@ class CycleReport:
     status_files_written: list[Path] = field(default_factory=list)
     timings: dict[str, Timing] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """Return the report as plain data, for ``tc apply -o json``."""
+        return {
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "plan": [
+                {
+                    "action": c.action,
+                    "job": c.name,
+                    "details": list(c.details),
+                    "invalid": c.invalid,
+                }
+                for c in self.plan.changes
+            ],
+            "prune_blocked": self.plan.prune_blocked,
+            "invalid_files": [
+                {"path": str(f.path), "error": str(f.error)} for f in self.invalid_files
+            ],
+            "jobs": [
+                {
+                    "job": j.name,
+                    "status": j.status,
+                    "previous_status": j.previous_status,
+                    "error": j.error,
+                    "messages": list(j.messages),
+                }
+                for j in self.jobs
+            ],
+            "status_files_written": [str(p) for p in self.status_files_written],
+            "timings": {
+                phase: {"wall": t.wall, "cpu": t.cpu}
+                for phase, t in self.timings.items()
+            },
+        }
+
     @property
     def ok(self) -> bool:
         """True when all files are valid, no job has an error, nothing was held back."""
@@ -171,7 +206,8 @@ class Cycle:
         jobs = self._working_jobs(store, by_name)
         for job in jobs.values():
             self._rearm(store, job)
-            self._resolve(job)
+            if _has_work(store, job):
+                self._resolve(job)
         clock.lap("sync", report)
 
         async with HttpPool(self.settings, transport=self.transport) as pool:
@@ -310,9 +346,9 @@ class Cycle:
                 job.spec.keboola.token, field="keboola.token"
             )
         except (SecretError, HostNotAllowedError) as error:
+            # Recorded as the job's error, which _settle logs when it changes.
             job.problems.append(str(error))
             job.endpoints = None
-            log.error("Job %s: %s", job.row.name, error)
 
     # Poll
 
@@ -568,6 +604,24 @@ class Cycle:
         if status_files.write_if_changed(path, text):
             return path
         return None
+
+
+def _has_work(store: Store, job: _Job) -> bool:
+    """Tell whether a job has batches to poll or a trigger to send or follow.
+
+    A settled job needs no secrets, so a token removed after its trigger
+    does not turn a finished job into an error.
+    """
+    if not all_terminal(store.batches(job.row.name)):
+        return True
+    if job.row.trigger_id is None:
+        return True
+    trigger = store.trigger(job.row.trigger_id)
+    if trigger is None:
+        return True
+    if trigger.state in ("sending", "unknown"):
+        return True
+    return trigger.state == "accepted" and not trigger.keboola_finished
 
 
 def _target(spec: JobSpec, endpoints: Endpoints) -> Target:
