@@ -46,7 +46,9 @@ def check_settings(job_file: JobFile, settings: Settings) -> JobFile:
         endpoints_for(job_file.spec, settings)
     except HostNotAllowedError as error:
         problem = Problem(job_file.path, str(error), field=None)
-        return replace(job_file, spec=None, error=JobFileError(job_file.path, [problem]))
+        return replace(
+            job_file, spec=None, error=JobFileError(job_file.path, [problem])
+        )
     return job_file
 
 

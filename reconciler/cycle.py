@@ -361,15 +361,16 @@ class Cycle:
         """Poll every due, non-terminal batch once, however many jobs list it."""
         now = utc_now()
         wanted: dict[Account, dict[str, list[str]]] = {}
+        created: dict[str, int | None] = {}
         polled_jobs: list[_Job] = []
         for job in jobs.values():
             if job.endpoints is None or job.api_key is None or not self._due(job, now):
                 continue
-            pending = [
-                b.batch_id
-                for b in store.batches(job.row.name)
-                if b.status not in TERMINAL_STATUSES
-            ]
+            pending = []
+            for batch in store.batches(job.row.name):
+                if batch.status not in TERMINAL_STATUSES:
+                    pending.append(batch.batch_id)
+                    created[batch.batch_id] = batch.created_at
             if not pending:
                 continue
             polled_jobs.append(job)
@@ -379,8 +380,17 @@ class Cycle:
                     job.row.name
                 )
 
-        poller = Poller(pool, RetryPolicy.from_settings(self.settings))
-        results = await poller.poll(wanted)
+        poller = Poller(
+            pool,
+            RetryPolicy.from_settings(self.settings),
+            strategy=self.settings.poll_strategy,
+        )
+        results = await poller.poll(
+            {
+                account: {batch_id: created[batch_id] for batch_id in batches}
+                for account, batches in wanted.items()
+            }
+        )
         with store.transaction():
             for account, batches in wanted.items():
                 for batch_id, job_names in batches.items():
@@ -419,6 +429,7 @@ class Cycle:
             "output_file_id": batch.output_file_id,
             "error_file_id": batch.error_file_id,
             "terminal_at": from_unix(batch.terminal_at),
+            "created_at": batch.created_at,
             "error": None,
             "polled_at": to_iso(utc_now()),
         }

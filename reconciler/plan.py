@@ -82,7 +82,9 @@ def make_plan(
     if not blocked:
         changes.extend(Change("delete", name) for name in gone)
     changes.sort(key=lambda c: c.name)
-    return Plan(tuple(changes), prune_blocked=blocked, held_back=tuple(gone if blocked else ()))
+    return Plan(
+        tuple(changes), prune_blocked=blocked, held_back=tuple(gone if blocked else ())
+    )
 
 
 def _created(job_file: JobFile) -> tuple[str, ...]:

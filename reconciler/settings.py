@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from reconciler.errors import SettingsError
 
@@ -40,6 +40,9 @@ class Settings:
             (``TC_RETRY_MAX_WAIT``).
         keboola_poll_seconds: seconds between two reads of a running Keboola
             job by the daemon (``TC_KEBOOLA_POLL_SECONDS``).
+        poll_strategy: how batches are fetched (``TC_POLL_STRATEGY``):
+            ``get`` one request per batch, ``list`` pages of the list
+            endpoint first, ``auto`` pages only for keys with many batches.
     """
 
     state_dir: Path = DEFAULT_STATE_DIR
@@ -51,6 +54,7 @@ class Settings:
     retry_attempts: int = 4
     retry_max_wait: float = 60.0
     keboola_poll_seconds: float = 15.0
+    poll_strategy: Literal["auto", "list", "get"] = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +90,7 @@ class Settings:
             keboola_poll_seconds=_number(
                 env, "TC_KEBOOLA_POLL_SECONDS", defaults.keboola_poll_seconds, 1
             ),
+            poll_strategy=_strategy(env),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -119,3 +124,11 @@ def _number(
         msg = f"{name}={raw!r} is below the minimum; set it to at least {minimum:g}"
         raise SettingsError(msg)
     return value
+
+
+def _strategy(env: Mapping[str, str]) -> Literal["auto", "list", "get"]:
+    raw = (env.get("TC_POLL_STRATEGY") or "auto").strip().lower()
+    if raw not in ("auto", "list", "get"):
+        msg = f"TC_POLL_STRATEGY={raw!r} is not one of auto, list, get"
+        raise SettingsError(msg)
+    return cast(Literal["auto", "list", "get"], raw)

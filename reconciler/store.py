@@ -13,7 +13,9 @@ Tables:
 - ``batches``: one row per batch of a job, in job-file order, with the latest
   OpenAI fields that matter;
 - ``triggers``: every trigger ever claimed, current or superseded;
-- ``events``: the history of each job (status changes, triggers, errors).
+- ``events``: the history of each job (status changes, triggers, errors);
+- ``secrets``: the encrypted secret store, one Fernet token per name (from
+  schema version 2). This module stores ciphertexts only; ``secrets`` encrypts.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from reconciler.timeutil import to_iso, utc_now
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 10.0
 EVENTS_KEPT_PER_JOB = 200
 
@@ -78,6 +80,7 @@ class BatchRow:
     terminal_at: str | None
     error: str | None
     polled_at: str | None
+    created_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,21 @@ class EventRow:
     at: str
     kind: str
     message: str
+
+
+@dataclass(frozen=True)
+class SecretRow:
+    """One entry of the secret store: a name, an optional type and a Fernet token.
+
+    ``type`` is ``openai``, ``keboola`` or None. The ciphertext is left out of
+    the repr so that a logged row shows no token, even an encrypted one.
+    """
+
+    name: str
+    type: str | None
+    ciphertext: str = field(repr=False)
+    created_at: str
+    updated_at: str
 
 
 _JSON_COLUMNS = {"spec", "request_counts", "batch_ids", "target", "parameters"}
@@ -218,8 +236,31 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["job", "id"])
 
 
+def _migrate_to_2(db: sqlite_utils.Database) -> None:
+    db.table("secrets").create(
+        {
+            "name": str,
+            "type": str,
+            "ciphertext": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="name",
+        not_null={"ciphertext", "created_at", "updated_at"},
+    )
+
+
 # Migration n turns a database of schema version n - 1 into version n.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migrate_to_1}
+def _migrate_to_3(db: sqlite_utils.Database) -> None:
+    # A batch's creation time tells list-mode polling where to stop paging.
+    db.table("batches").add_column("created_at", int)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _migrate_to_1,
+    2: _migrate_to_2,
+    3: _migrate_to_3,
+}
 
 
 class Store:
@@ -503,6 +544,80 @@ class Store:
             )
         )
         return [_row_to(EventRow, row) for row in reversed(rows)]
+
+    # ------------------------------------------------------------------------
+    # Secrets. This section stores and returns ciphertexts only; the
+    # ``reconciler.secrets`` module encrypts and decrypts them.
+
+    def secrets(self) -> list[SecretRow]:
+        """Return every stored secret, sorted by name."""
+        rows = self.db.table("secrets").rows_where(order_by="name")
+        return [_row_to(SecretRow, row) for row in rows]
+
+    def secret(self, name: str) -> SecretRow | None:
+        """Return one stored secret, or None."""
+        rows = list(self.db.table("secrets").rows_where("name = ?", [name]))
+        return _row_to(SecretRow, rows[0]) if rows else None
+
+    def put_secret(self, name: str, ciphertext: str, secret_type: str | None) -> bool:
+        """Store a secret's ciphertext, replacing the one stored under ``name``.
+
+        A replaced secret keeps its ``created_at``, and its type too when
+        ``secret_type`` is None.
+
+        Returns:
+            True when the secret is new, False when it replaced one.
+        """
+        now = to_iso(utc_now())
+        with self.transaction():
+            current = self.secret(name)
+            if current is None:
+                self.db.table("secrets").insert(
+                    {
+                        "name": name,
+                        "type": secret_type,
+                        "ciphertext": ciphertext,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                return True
+            values = {"ciphertext": ciphertext, "updated_at": now}
+            if secret_type is not None:
+                values["type"] = secret_type
+            self.db.table("secrets").update(name, values)
+            return False
+
+    def delete_secret(self, name: str) -> bool:
+        """Delete a stored secret.
+
+        Returns:
+            True when a secret of that name existed.
+        """
+        with self.transaction():
+            if self.secret(name) is None:
+                return False
+            self.db.table("secrets").delete_where("name = ?", [name])
+            return True
+
+    def replace_secret_ciphertexts(self, reencrypt: Callable[[SecretRow], str]) -> int:
+        """Replace the ciphertext of every secret in one write transaction.
+
+        ``reencrypt`` receives each row and returns its new ciphertext. When it
+        raises, the transaction is rolled back and every secret keeps its old
+        ciphertext. Key rotation uses this; ``updated_at`` is left alone
+        because the values do not change.
+
+        Returns:
+            The number of secrets rewritten.
+        """
+        with self.transaction():
+            rows = self.secrets()
+            for row in rows:
+                self.db.table("secrets").update(
+                    row.name, {"ciphertext": reencrypt(row)}
+                )
+            return len(rows)
 
 
 def _prepare_state_dir(state_dir: Path) -> None:
