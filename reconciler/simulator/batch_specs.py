@@ -64,6 +64,7 @@ _BATCH_KEYS = (
     "model",
     "metadata",
     "errors",
+    "created_at",
 )
 
 
@@ -121,6 +122,8 @@ class BatchSpec:
     metadata: dict[str, str] | None
     errors: tuple[dict[str, Any], ...] | None
     cancel_seconds: float
+    # Unix time the timeline starts at; None starts it at the first read.
+    created_at: float | None = None
 
 
 def parse_batch_specs(data: object, where: str) -> dict[str, BatchSpec]:
@@ -174,6 +177,11 @@ def parse_batch_spec(batch_id: str, data: object, where: str) -> BatchSpec:
         metadata=fields.str_mapping("metadata"),
         errors=_parse_errors(fields),
         cancel_seconds=fields.optional_number("cancel_seconds", step_seconds),
+        created_at=(
+            fields.optional_number("created_at", 0.0)
+            if fields.has("created_at")
+            else None
+        ),
     )
 
 

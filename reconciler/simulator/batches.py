@@ -76,6 +76,10 @@ class BatchStore:
         self._lock = threading.Lock()
         self._states: dict[str, _BatchState] = {}
         self._next_sequence = 0
+        # Newest-first order and positions, kept while every batch has started
+        # (then the order cannot change), so that paging through tens of
+        # thousands of batches does not sort them for every page.
+        self._order: tuple[list[_BatchState], dict[str, int]] | None = None
         self.put(specs)
 
     def put(self, specs: Mapping[str, BatchSpec]) -> None:
@@ -83,9 +87,13 @@ class BatchStore:
         with self._lock:
             for batch_id, spec in specs.items():
                 self._states[batch_id] = _BatchState(
-                    spec=spec, sequence=self._next_sequence, steps=spec.steps
+                    spec=spec,
+                    sequence=self._next_sequence,
+                    steps=spec.steps,
+                    started_at=spec.created_at,
                 )
                 self._next_sequence += 1
+            self._order = None
 
     def ids(self) -> list[str]:
         """Return the ids of all batches in the order they were added."""
@@ -107,24 +115,38 @@ class BatchStore:
         ``after`` id returns an empty page.
         """
         now = self._clock()
-        with self._lock:
-            states = list(self._states.values())
-        rendered = [(state, self._render(state, now)) for state in states]
-        rendered.sort(
-            key=lambda pair: (pair[1]["created_at"], pair[0].sequence), reverse=True
-        )
-        batches = [batch for _, batch in rendered]
+        ordered, positions = self._newest_first(now)
+        start = 0
         if after is not None:
-            ids = [batch["id"] for batch in batches]
-            batches = batches[ids.index(after) + 1 :] if after in ids else []
-        page = batches[:limit]
+            start = positions[after] + 1 if after in positions else len(ordered)
+        remaining = len(ordered) - start
+        page = [self._render(state, now) for state in ordered[start : start + limit]]
         return {
             "object": "list",
             "data": page,
             "first_id": page[0]["id"] if page else None,
             "last_id": page[-1]["id"] if page else None,
-            "has_more": len(batches) > limit,
+            "has_more": remaining > limit,
         }
+
+    def _newest_first(self, now: float) -> tuple[list[_BatchState], dict[str, int]]:
+        with self._lock:
+            if self._order is not None:
+                return self._order
+            states = list(self._states.values())
+        # A batch not read yet would start now, so it sorts as the newest.
+        states.sort(
+            key=lambda s: (
+                int(s.started_at if s.started_at is not None else now),
+                s.sequence,
+            ),
+            reverse=True,
+        )
+        positions = {state.spec.batch_id: i for i, state in enumerate(states)}
+        with self._lock:
+            if all(s.started_at is not None for s in states):
+                self._order = (states, positions)
+        return states, positions
 
     def cancel(self, batch_id: str) -> dict[str, Any] | None:
         """Request cancellation and return the Batch object, None if unknown.
