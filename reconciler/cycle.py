@@ -29,13 +29,14 @@ from reconciler.errors import HostNotAllowedError, SecretError
 from reconciler.http_pool import HttpPool, Transport
 from reconciler.jobstate import all_terminal, derive_status
 from reconciler.keboola_api import KeboolaClient
-from reconciler.openai_api import TERMINAL_STATUSES, Batch
+from reconciler.openai_api import Batch
 from reconciler.plan import Change, Plan, make_plan
 from reconciler.polling import Account, Poller, PollFailure
 from reconciler.retrying import RetryPolicy
 from reconciler.secrets import SecretResolver
 from reconciler.settings import Settings
 from reconciler.spec import JobFile, JobSpec, status_path_for
+from reconciler.statuses import TERMINAL_STATUSES
 from reconciler.store import JobRow, Store
 from reconciler.timeutil import from_iso, from_unix, to_iso, utc_now
 from reconciler.trigger import Target, TriggerProtocol

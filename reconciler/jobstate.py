@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reconciler.openai_api import FAILED_STATUSES, TERMINAL_STATUSES
+from reconciler.statuses import FAILED_STATUSES, TERMINAL_STATUSES
 from reconciler.store import BatchRow, TriggerRow
 
 JOB_STATUSES = (

@@ -31,6 +31,7 @@ from reconciler.http_pool import (
     url_origin,
 )
 from reconciler.retrying import RetryPolicy, call_with_retries, parse_retry_after
+from reconciler.statuses import KNOWN_STATUSES, TERMINAL_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +39,6 @@ R = TypeVar("R")
 
 SERVICE = "openai"
 
-TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"completed", "failed", "cancelled", "expired"}
-)
-FAILED_STATUSES: frozenset[str] = frozenset({"failed", "cancelled", "expired"})
-KNOWN_STATUSES: frozenset[str] = TERMINAL_STATUSES | {
-    "validating",
-    "in_progress",
-    "finalizing",
-    "cancelling",
-}
 
 AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
 """Hosts that take the key in an ``api-key`` header instead of a bearer token."""
@@ -223,7 +214,9 @@ class OpenAIClient:
     async def _get(self, url: httpx.URL, what: str, parse: Callable[[object], R]) -> R:
         """Send one GET and parse the body, raising an ``ApiError`` on failure."""
         try:
-            response = await self._pool.send("GET", url, headers=self._auth_headers)
+            response = await self._pool.send(
+                "GET", url, headers=self._auth_headers, api=SERVICE
+            )
         except (httpx.TransportError, TimeoutError) as exc:
             reason = describe_transport_error(exc, self._pool.timeout, self._secrets)
             message = self._redact(f"{what} failed: {reason}")

@@ -37,8 +37,8 @@ from reconciler.errors import (
     TransientApiError,
 )
 from reconciler.keboola_api import KeboolaJob
-from reconciler.openai_api import FAILED_STATUSES
 from reconciler.settings import Settings
+from reconciler.statuses import FAILED_STATUSES
 from reconciler.store import BatchRow, Store, TriggerRow
 from reconciler.timeutil import from_iso, to_iso, utc_now
 

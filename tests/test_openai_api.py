@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from reconciler import openai_api
+from reconciler import openai_api, statuses
 from reconciler.errors import (
     ApiError,
     AuthError,
@@ -218,7 +218,7 @@ def test_terminal_at_matches_status(status: str, field: str, terminal: bool) -> 
 
 
 def test_failed_statuses_are_terminal() -> None:
-    assert openai_api.FAILED_STATUSES < openai_api.TERMINAL_STATUSES
+    assert statuses.FAILED_STATUSES < statuses.TERMINAL_STATUSES
     assert "completed" not in openai_api.FAILED_STATUSES
 
 
