@@ -219,7 +219,7 @@ def test_terminal_at_matches_status(status: str, field: str, terminal: bool) -> 
 
 def test_failed_statuses_are_terminal() -> None:
     assert statuses.FAILED_STATUSES < statuses.TERMINAL_STATUSES
-    assert "completed" not in openai_api.FAILED_STATUSES
+    assert "completed" not in statuses.FAILED_STATUSES
 
 
 # Requests
