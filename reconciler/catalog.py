@@ -7,9 +7,10 @@ file names. A job that would send a token elsewhere is invalid.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from reconciler.errors import HostNotAllowedError, JobFileError, Problem
 from reconciler.hosts import check_keboola_host, check_openai_host, queue_url_for
@@ -52,9 +53,17 @@ def check_settings(job_file: JobFile, settings: Settings) -> JobFile:
     return job_file
 
 
-def load_directory(directory: Path, settings: Settings) -> list[JobFile]:
-    """Discover, validate and check every job file of a directory, by name."""
-    found = discover(directory, max_batch_ids=settings.max_batch_ids)
+def load_directory(
+    directory: Path,
+    settings: Settings,
+    known: Mapping[str, tuple[str, dict[str, Any]]] | None = None,
+) -> list[JobFile]:
+    """Discover, validate and check every job file of a directory, by name.
+
+    ``known`` maps job names to the revision and spec of their last valid
+    file; a file with the same bytes is not parsed again.
+    """
+    found = discover(directory, max_batch_ids=settings.max_batch_ids, known=known)
     return [check_settings(f, settings) for f in found]
 
 

@@ -188,8 +188,14 @@ class Cycle:
     async def run(self, store: Store, *, allow_empty: bool = False) -> CycleReport:
         """Run one cycle against an open store."""
         clock = _PhaseClock()
-        files = load_directory(self.job_dir, self.settings)
-        plan = make_plan(files, store.jobs(), allow_empty=allow_empty)
+        stored = store.jobs()
+        known = {
+            name: (row.revision, row.spec)
+            for name, row in stored.items()
+            if row.spec is not None and row.file_error is None
+        }
+        files = load_directory(self.job_dir, self.settings, known)
+        plan = make_plan(files, stored, allow_empty=allow_empty)
         report = CycleReport(
             plan=plan, dry_run=False, invalid_files=[f for f in files if f.error]
         )
@@ -279,6 +285,9 @@ class Cycle:
                     spec=spec.model_dump(mode="json"),
                     spec_revision=job_file.revision,
                     file_error=None,
+                    # A new spec may list new batches: poll it in this cycle,
+                    # also in the daemon, which polls only jobs that are due.
+                    next_check_at=None,
                 )
                 store.add_event(
                     name,
@@ -299,7 +308,13 @@ class Cycle:
     ) -> dict[str, _Job]:
         jobs: dict[str, _Job] = {}
         for name, row in store.jobs().items():
-            spec = JobSpec.model_validate(row.spec) if row.spec else None
+            # The last valid spec stays in force even if a setting now
+            # allows fewer batch ids; only its file is judged by the new limit.
+            spec = (
+                JobSpec.model_validate(row.spec, context={"max_batch_ids": 10**6})
+                if row.spec
+                else None
+            )
             jobs[name] = _Job(row=row, spec=spec, job_file=files.get(name))
         return jobs
 
@@ -580,12 +595,14 @@ class Cycle:
             trigger.state == "rejected" or trigger.keboola_finished
         )
         idle = status == "paused" or (all_terminal(batches) and settled)
+        changes: dict[str, Any] = {}
+        if (status, message, since) != (row.status, row.error_message, row.error_since):
+            changes.update(status=status, error_message=message, error_since=since)
+        if idle and row.next_check_at is not None:
+            changes["next_check_at"] = None
         with store.transaction():
-            store.update_job(
-                name, status=status, error_message=message, error_since=since
-            )
-            if idle:
-                store.update_job(name, next_check_at=None)
+            if changes:
+                store.update_job(name, **changes)
             if status != row.status:
                 store.add_event(name, "status", f"{row.status} -> {status}")
             if message and message != row.error_message:
@@ -612,10 +629,12 @@ class Cycle:
         trigger = store.trigger(row.trigger_id) if row.trigger_id else None
         document = status_files.build_document(row, store.batches(row.name), trigger)
         path = status_path_for(job_path)
-        text = status_files.render(document, job_path.name)
-        if status_files.write_if_changed(path, text):
-            return path
-        return None
+        written, digest = status_files.write_document(
+            path, document, job_path.name, row.status_digest
+        )
+        if digest != row.status_digest:
+            store.update_job(row.name, status_digest=digest)
+        return path if written else None
 
 
 def _has_work(store: Store, job: _Job) -> bool:

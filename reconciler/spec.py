@@ -29,7 +29,7 @@ import re
 import stat
 import types
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -167,7 +167,7 @@ def _secret_problem(value: object, field: str) -> str | None:
 
 def _url_problem(value: str) -> str | None:
     """Return what makes ``value`` unfit as an API base URL, without quoting it."""
-    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in value):
+    if not value.isprintable() or any(ch.isspace() for ch in value):
         return "contains spaces or control characters"
     try:
         parts = urlsplit(value)
@@ -579,19 +579,33 @@ def is_job_file_name(filename: str) -> bool:
     return job_name_for(Path(filename)) != ""
 
 
-def load_job_file(path: Path, *, max_batch_ids: int = DEFAULT_MAX_BATCH_IDS) -> JobFile:
+def load_job_file(
+    path: Path,
+    *,
+    max_batch_ids: int = DEFAULT_MAX_BATCH_IDS,
+    known: Mapping[str, tuple[str, dict[str, Any]]] | None = None,
+) -> JobFile:
     """Read and validate one job file.
 
     Problems with the file's name, place, bytes or content never raise: they
     are all returned in ``JobFile.error``, ordered by line, and ``spec`` is
     then None.
+
+    Args:
+        path: the job file.
+        max_batch_ids: the most batch ids a job may list.
+        known: job name to (revision, spec as JSON data) of files that were
+            valid before. A file whose bytes still have that revision is not
+            parsed again: parsing YAML is most of the cost of a quiet cycle.
     """
     name = job_name_for(path)
     problems = _file_name_problems(path, name)
     data, revision, read_problems = _read_job_bytes(path)
     problems += read_problems
     spec: JobSpec | None = None
-    if data is not None:
+    if data is not None and not problems:
+        spec = _known_spec(known, name, revision, max_batch_ids)
+    if data is not None and spec is None:
         spec, content_problems = _validate_content(path, name, data, max_batch_ids)
         problems += content_problems
     if problems:
@@ -600,6 +614,25 @@ def load_job_file(path: Path, *, max_batch_ids: int = DEFAULT_MAX_BATCH_IDS) -> 
         )
         return JobFile(name, path, revision, None, JobFileError(path, problems))
     return JobFile(name, path, revision, spec, None)
+
+
+def _known_spec(
+    known: Mapping[str, tuple[str, dict[str, Any]]] | None,
+    name: str,
+    revision: str,
+    max_batch_ids: int,
+) -> JobSpec | None:
+    """Return the spec stored for the same bytes, or None to parse the file."""
+    if known is None or name not in known:
+        return None
+    stored_revision, data = known[name]
+    if stored_revision != revision:
+        return None
+    try:
+        return JobSpec.model_validate(data, context={"max_batch_ids": max_batch_ids})
+    except ValidationError:
+        # Settings changed (fewer batch ids allowed): the full parse reports it.
+        return None
 
 
 def _shorten(problems: list[Problem]) -> list[Problem]:
@@ -616,7 +649,10 @@ def _shorten(problems: list[Problem]) -> list[Problem]:
 
 
 def discover(
-    directory: Path, *, max_batch_ids: int = DEFAULT_MAX_BATCH_IDS
+    directory: Path,
+    *,
+    max_batch_ids: int = DEFAULT_MAX_BATCH_IDS,
+    known: Mapping[str, tuple[str, dict[str, Any]]] | None = None,
 ) -> list[JobFile]:
     """Load every job file of a directory, sorted by job name.
 
@@ -650,7 +686,9 @@ def discover(
         for entry in entries
         if is_job_file_name(entry.name) and not _is_directory(entry)
     )
-    jobs = [load_job_file(path, max_batch_ids=max_batch_ids) for path in paths]
+    jobs = [
+        load_job_file(path, max_batch_ids=max_batch_ids, known=known) for path in paths
+    ]
     jobs = _mark_name_clashes(jobs)
     return sorted(jobs, key=lambda job: (job.name, job.path.name))
 

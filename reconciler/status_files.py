@@ -9,6 +9,8 @@ renamed over the old one, so a crash leaves the old file or the new one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -99,6 +101,36 @@ def render(document: dict[str, Any], job_file: str) -> str:
         width=4096,
     )
     return HEADER.format(job_file=job_file) + body
+
+
+def write_document(
+    path: Path, document: dict[str, Any], job_file: str, digest: str | None
+) -> tuple[bool, str]:
+    """Write a job's status file unless it already holds this document.
+
+    Args:
+        path: the status file.
+        document: the mapping from ``build_document``.
+        job_file: the job file's name, for the header.
+        digest: what the previous call returned for this job, or None.
+
+    Returns:
+        Whether the file was written, and the digest to pass next time. The
+        digest covers the document and the bytes written, so an unchanged
+        document is not rendered again unless someone changed the file.
+    """
+    source = json.dumps([job_file, document], sort_keys=True, default=str)
+    key = hashlib.sha256(source.encode("utf-8")).hexdigest()
+    if digest is not None and digest.startswith(key + ":"):
+        try:
+            current = hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            current = ""
+        if digest == f"{key}:{current}":
+            return False, digest
+    text = render(document, job_file)
+    written = write_if_changed(path, text)
+    return written, f"{key}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 
 
 def write_if_changed(path: Path, text: str) -> bool:

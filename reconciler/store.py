@@ -36,7 +36,7 @@ from reconciler.timeutil import to_iso, utc_now
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_SECONDS = 10.0
 EVENTS_KEPT_PER_JOB = 200
 
@@ -64,6 +64,7 @@ class JobRow:
     next_check_at: str | None
     created_at: str
     updated_at: str
+    status_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,10 +257,17 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
     db.table("batches").add_column("created_at", int)
 
 
+def _migrate_to_4(db: sqlite_utils.Database) -> None:
+    # What the job's status file was last rendered from, so that a quiet
+    # cycle can skip rendering YAML for every job.
+    db.table("jobs").add_column("status_digest", str)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _migrate_to_1,
     2: _migrate_to_2,
     3: _migrate_to_3,
+    4: _migrate_to_4,
 }
 
 
@@ -307,10 +315,14 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            _check_integrity(conn, path)
             store._migrate()
         except sqlite3.Error as error:
             conn.close()
             raise _store_error(path, error) from error
+        except StoreError:
+            conn.close()
+            raise
         return store
 
     def close(self) -> None:
@@ -341,7 +353,7 @@ class Store:
             yield
         except BaseException as error:
             self._depth = 0
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             if isinstance(error, sqlite3.Error):
                 raise _store_error(self.path, error) from error
             raise
@@ -349,10 +361,28 @@ class Store:
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as error:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise _store_error(self.path, error) from error
 
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not done so already.
+
+        After some errors, such as a full disk, SQLite rolls the transaction
+        back by itself. Another ROLLBACK would then raise and hide the error
+        that caused it, so a failing rollback is only logged.
+        """
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            log.warning("Rolling back a transaction on %s failed: %s", self.path, error)
+
     def _migrate(self) -> None:
+        # Most opens find the schema current. Checking that without the write
+        # lock lets `tc status` read while another process holds the lock.
+        if "meta" in self.db.table_names() and self.schema_version == SCHEMA_VERSION:
+            return
         with self.transaction():
             if "meta" not in self.db.table_names():
                 self.db.table("meta").create({"key": str, "value": str}, pk="key")
@@ -627,6 +657,29 @@ def _prepare_state_dir(state_dir: Path) -> None:
         ignore.write_text(GITIGNORE_TEXT, encoding="utf-8")
 
 
+def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreError when SQLite's quick check finds damaged pages.
+
+    Without the check a damaged page surfaces later, in the middle of a
+    cycle, wherever it is first read. The check reads every page once.
+    """
+    rows = conn.execute("PRAGMA quick_check(1)").fetchall()
+    result = str(rows[0][0]) if rows else "ok"
+    if result != "ok":
+        detail = " ".join(result.split())[:200]
+        msg = f"state database {path} is damaged ({detail}); {_DAMAGED_ADVICE}"
+        raise StoreError(msg)
+
+
+# A new, empty database does not know which triggers were sent, so it would
+# trigger every finished job again.
+_DAMAGED_ADVICE = (
+    "restore it from a backup or try `sqlite3 state.db .recover`; moving it "
+    "aside makes the next run start a new database, which triggers every "
+    "finished job again"
+)
+
+
 def _store_error(path: Path, error: sqlite3.Error) -> StoreError:
     text = str(error)
     if "locked" in text or "busy" in text:
@@ -637,10 +690,15 @@ def _store_error(path: Path, error: sqlite3.Error) -> StoreError:
     elif "not a database" in text or "malformed" in text:
         msg = (
             f"state database {path} is not a valid SQLite database ({text}); "
-            "move it aside and run again to start a new one"
+            f"{_DAMAGED_ADVICE}"
         )
     elif "readonly" in text or "read-only" in text:
         msg = f"state database {path} is read-only; make its directory writable"
+    elif "disk is full" in text or "disk I/O error" in text:
+        msg = (
+            f"state database {path} cannot be written ({text}); check the free "
+            "space, the quota and the file size limit (ulimit -f) of its file system"
+        )
     else:
         msg = f"state database {path} failed: {text}"
     return StoreError(msg)

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.status_files import build_document, render, write_if_changed
+from reconciler.status_files import (
+    build_document,
+    render,
+    write_document,
+    write_if_changed,
+)
 from reconciler.store import BatchRow, JobRow, TriggerRow
 
 
@@ -130,3 +135,34 @@ def test_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     write_if_changed(path, "a: 1\n")
     write_if_changed(path, "a: 2\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["j.status.yaml"]
+
+
+def test_write_document_skips_known_digest(tmp_path: Path) -> None:
+    path = tmp_path / "j.status.yaml"
+    document = build_document(_job(), [], None)
+    written, digest = write_document(path, document, "j.yaml", None)
+    assert written is True
+    again, same = write_document(path, document, "j.yaml", digest)
+    assert again is False
+    assert same == digest
+
+
+def test_write_document_repairs_edited_file(tmp_path: Path) -> None:
+    path = tmp_path / "j.status.yaml"
+    document = build_document(_job(), [], None)
+    _, digest = write_document(path, document, "j.yaml", None)
+    expected = path.read_bytes()
+    path.write_text("edited by hand\n", encoding="utf-8")
+    written, _ = write_document(path, document, "j.yaml", digest)
+    assert written is True
+    assert path.read_bytes() == expected
+
+
+def test_write_document_rewrites_on_change(tmp_path: Path) -> None:
+    path = tmp_path / "j.status.yaml"
+    _, digest = write_document(path, build_document(_job(), [], None), "j.yaml", None)
+    changed = build_document(_job(status="paused"), [], None)
+    written, new_digest = write_document(path, changed, "j.yaml", digest)
+    assert written is True
+    assert new_digest != digest
+    assert "status: paused" in path.read_text(encoding="utf-8")
