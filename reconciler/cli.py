@@ -345,30 +345,38 @@ def _trigger_cell(trigger: dict[str, Any] | None) -> str:
 
 
 def _print_status_table(views: list[service.JobView]) -> None:
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("JOB", "STATUS", "BATCHES", "FAILED", "NEXT CHECK", "TRIGGER"):
-        table.add_column(column)
+    if not views:
+        out.print("No jobs. Run `tc apply` to load the job files.")
+        return
+    header = ("JOB", "STATUS", "BATCHES", "FAILED", "NEXT CHECK", "TRIGGER")
+    rows = []
     for view in views:
         m = view.as_mapping()
         summary = m["summary"]
         done = summary["completed"] + summary["failed"]
-        table.add_row(
-            escape(m["job"]),
-            _status_markup(m["status"]),
-            f"{done}/{summary['total']}",
-            str(summary["failed"]),
-            m["next_check_at"] or "-",
-            escape(_trigger_cell(m["trigger"])),
+        rows.append(
+            (
+                m["job"],
+                m["status"],
+                f"{done}/{summary['total']}",
+                str(summary["failed"]),
+                m["next_check_at"] or "-",
+                _trigger_cell(m["trigger"]),
+            )
         )
-    if not views:
-        out.print("No jobs. Run `tc apply` to load the job files.")
-        return
-    out.print(table)
+    # Plain padded columns, as kubectl prints them: rich's Table takes about
+    # a millisecond per row, which a thousand jobs turn into a visible pause.
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    out.print(
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()
+    )
+    for row in rows:
+        cells = [escape(c.ljust(w)) for c, w in zip(row, widths, strict=True)]
+        cells[1] = _status_markup(row[1], widths[1])
+        out.print("  ".join(cells).rstrip())
 
 
-def _status_markup(value: str) -> str:
+def _status_markup(value: str, width: int = 0) -> str:
     colour = {
         "completed": "green",
         "completed_with_failures": "yellow",
@@ -376,7 +384,8 @@ def _status_markup(value: str) -> str:
         "invalid": "red",
         "paused": "dim",
     }.get(value)
-    return f"[{colour}]{value}[/{colour}]" if colour else value
+    padded = value.ljust(width)
+    return f"[{colour}]{padded}[/{colour}]" if colour else padded
 
 
 def _print_job_detail(view: service.JobView) -> None:
@@ -438,6 +447,18 @@ def _print_job_detail(view: service.JobView) -> None:
         out.print("recent events:")
         for event in view.events:
             out.print(f"  {event.at}  {event.kind:<8} {escape(event.message)}")
+
+
+from reconciler.cli_import import import_teckochecker  # noqa: E402
+from reconciler.cli_secrets import secret_app  # noqa: E402
+
+app.add_typer(secret_app, name="secret")
+app.command("import-teckochecker")(import_teckochecker)
+
+
+from reconciler.cli_watch import watch  # noqa: E402
+
+app.command()(watch)
 
 
 def main() -> None:

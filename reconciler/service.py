@@ -11,16 +11,20 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.catalog import load_paths
-from reconciler.cycle import Cycle, CycleReport
 from reconciler.errors import TCError
-from reconciler.secrets import SecretResolver
 from reconciler.settings import Settings
-from reconciler.spec import JobFile
 from reconciler.status_files import build_document
 from reconciler.store import EventRow, Store
+
+if TYPE_CHECKING:
+    from reconciler.cycle import CycleReport
+    from reconciler.secrets import SecretResolver
+    from reconciler.spec import JobFile
+
+# The cycle pulls in httpx, pydantic and cryptography; the operations that
+# need it import it themselves, so `tc status` starts without them.
 
 
 class UnknownJobError(TCError):
@@ -36,18 +40,32 @@ def apply(
     due_only: bool = False,
 ) -> CycleReport:
     """Run one cycle over ``job_dir``, or with ``dry_run`` compute its plan only."""
-    cycle = Cycle(job_dir, settings, resolver=SecretResolver(), due_only=due_only)
+    from reconciler.cycle import Cycle
+
     if dry_run:
+        cycle = Cycle(job_dir, settings, due_only=due_only)
         return cycle.plan(allow_empty=allow_empty)
     store = Store.open(settings.state_dir)
     try:
+        cycle = Cycle(
+            job_dir, settings, resolver=resolver_for(store), due_only=due_only
+        )
         return asyncio.run(cycle.run(store, allow_empty=allow_empty))
     finally:
         store.close()
 
 
+def resolver_for(store: Store) -> SecretResolver:
+    """Return the resolver of a cycle: ``secret:`` references use the store's vault."""
+    from reconciler.secrets import SecretResolver, SecretVault
+
+    return SecretResolver(SecretVault(store))
+
+
 def validate(paths: Sequence[Path], settings: Settings) -> list[JobFile]:
     """Validate job files without the database or secrets."""
+    from reconciler.catalog import load_paths
+
     return load_paths(paths, settings)
 
 
@@ -73,6 +91,9 @@ def status(
 ) -> list[JobView]:
     """Return the jobs of the state database, all or the named ones.
 
+    The recent events are read only when exactly one job is named, which is
+    when ``tc status NAME`` shows them.
+
     Raises:
         UnknownJobError: a named job is not in the state database.
         StoreError: there is no state database yet.
@@ -88,17 +109,19 @@ def status(
                 f"(known jobs: {known})"
             )
             raise UnknownJobError(msg)
+        batches = store.all_batches()
+        triggers = store.current_triggers()
         views = []
         for name in names or sorted(jobs):
             row = jobs[name]
-            trigger = store.trigger(row.trigger_id) if row.trigger_id else None
-            document = build_document(row, store.batches(name), trigger)
+            document = build_document(row, batches.get(name, []), triggers.get(name))
             extra = {
                 "path": row.path,
                 "last_checked_at": row.last_checked_at,
                 "next_check_at": row.next_check_at,
             }
-            views.append(JobView(document, extra, store.events(name, events)))
+            history = store.events(name, events) if len(names) == 1 else []
+            views.append(JobView(document, extra, history))
         return views
     finally:
         store.close()

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from reconciler import failpoints
 from reconciler.jobstate import summarize
 from reconciler.store import BatchRow, JobRow, TriggerRow
@@ -93,6 +91,8 @@ def _trigger(trigger: TriggerRow | None) -> dict[str, Any] | None:
 
 def render(document: dict[str, Any], job_file: str) -> str:
     """Render a status document as the text of its file."""
+    import yaml  # only when a file is written; `tc status` does without it
+
     body = yaml.safe_dump(
         document,
         sort_keys=False,

@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 from reconciler.errors import StoreError
 from reconciler.timeutil import to_iso, utc_now
@@ -282,8 +283,47 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.path = path
         self._conn = conn
-        self.db = sqlite_utils.Database(conn)
+        self._db: sqlite_utils.Database | None = None
         self._depth = 0
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The sqlite-utils view of the connection, used for writes and schema.
+
+        Reads run plain SQL, so that a read-only command such as ``tc status``
+        does not import sqlite-utils at all.
+        """
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self._conn)
+        return self._db
+
+    def _select(
+        self,
+        table: str,
+        where: str | None = None,
+        params: Sequence[Any] = (),
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        sql = f"SELECT * FROM {table}"
+        if where:
+            sql += f" WHERE {where}"
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cursor = self._conn.execute(sql, list(params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _table_exists(self, table: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
+        ).fetchone()
+        return row is not None
 
     @classmethod
     def open(cls, state_dir: Path, *, create: bool = True) -> Store:
@@ -381,10 +421,10 @@ class Store:
     def _migrate(self) -> None:
         # Most opens find the schema current. Checking that without the write
         # lock lets `tc status` read while another process holds the lock.
-        if "meta" in self.db.table_names() and self.schema_version == SCHEMA_VERSION:
+        if self._table_exists("meta") and self.schema_version == SCHEMA_VERSION:
             return
         with self.transaction():
-            if "meta" not in self.db.table_names():
+            if not self._table_exists("meta"):
                 self.db.table("meta").create({"key": str, "value": str}, pk="key")
             version = int(self._meta("schema_version") or 0)
             if version > SCHEMA_VERSION:
@@ -399,7 +439,7 @@ class Store:
                 log.info("State database migrated to schema version %d", target)
 
     def _meta(self, key: str) -> str | None:
-        rows = list(self.db.table("meta").rows_where("key = ?", [key]))
+        rows = self._select("meta", "key = ?", [key])
         return str(rows[0]["value"]) if rows else None
 
     def _set_meta(self, key: str, value: str) -> None:
@@ -414,12 +454,12 @@ class Store:
 
     def jobs(self) -> dict[str, JobRow]:
         """Return every job, by name."""
-        rows = self.db.table("jobs").rows_where(order_by="name")
+        rows = self._select("jobs", order_by="name")
         return {row["name"]: _row_to(JobRow, row) for row in rows}
 
     def job(self, name: str) -> JobRow | None:
         """Return one job, or None."""
-        rows = list(self.db.table("jobs").rows_where("name = ?", [name]))
+        rows = self._select("jobs", "name = ?", [name])
         return _row_to(JobRow, rows[0]) if rows else None
 
     def insert_job(self, name: str, **values: Any) -> None:
@@ -444,24 +484,18 @@ class Store:
 
     def batches(self, job: str) -> list[BatchRow]:
         """Return a job's batches in job-file order."""
-        rows = self.db.table("batches").rows_where(
-            "job = ?", [job], order_by="position"
-        )
+        rows = self._select("batches", "job = ?", [job], order_by="position")
         return [_row_to(BatchRow, row) for row in rows]
 
     def batch(self, job: str, batch_id: str) -> BatchRow | None:
         """Return one batch of one job, or None."""
-        rows = list(
-            self.db.table("batches").rows_where(
-                "job = ? AND batch_id = ?", [job, batch_id]
-            )
-        )
+        rows = self._select("batches", "job = ? AND batch_id = ?", [job, batch_id])
         return _row_to(BatchRow, rows[0]) if rows else None
 
     def all_batches(self) -> dict[str, list[BatchRow]]:
         """Return every job's batches, by job name, each list in job-file order."""
         result: dict[str, list[BatchRow]] = {}
-        for row in self.db.table("batches").rows_where(order_by="job, position"):
+        for row in self._select("batches", order_by="job, position"):
             result.setdefault(row["job"], []).append(_row_to(BatchRow, row))
         return result
 
@@ -492,8 +526,17 @@ class Store:
 
     def trigger(self, trigger_id: str) -> TriggerRow | None:
         """Return one trigger, or None."""
-        rows = list(self.db.table("triggers").rows_where("id = ?", [trigger_id]))
+        rows = self._select("triggers", "id = ?", [trigger_id])
         return _row_to(TriggerRow, rows[0]) if rows else None
+
+    def current_triggers(self) -> dict[str, TriggerRow]:
+        """Return each job's current trigger, by job name, in one query."""
+        cursor = self._conn.execute(
+            "SELECT triggers.* FROM triggers JOIN jobs ON jobs.trigger_id = triggers.id"
+        )
+        names = [column[0] for column in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return {row["job"]: _row_to(TriggerRow, row) for row in rows}
 
     def claim_trigger(self, job: str, trigger: dict[str, Any]) -> bool:
         """Record ``trigger`` as the job's current one, unless the job has one.
@@ -568,11 +611,7 @@ class Store:
 
     def events(self, job: str, limit: int = 20) -> list[EventRow]:
         """Return a job's newest events, oldest first."""
-        rows = list(
-            self.db.table("events").rows_where(
-                "job = ?", [job], order_by="id desc", limit=limit
-            )
-        )
+        rows = self._select("events", "job = ?", [job], order_by="id desc", limit=limit)
         return [_row_to(EventRow, row) for row in reversed(rows)]
 
     # ------------------------------------------------------------------------
@@ -581,12 +620,12 @@ class Store:
 
     def secrets(self) -> list[SecretRow]:
         """Return every stored secret, sorted by name."""
-        rows = self.db.table("secrets").rows_where(order_by="name")
+        rows = self._select("secrets", order_by="name")
         return [_row_to(SecretRow, row) for row in rows]
 
     def secret(self, name: str) -> SecretRow | None:
         """Return one stored secret, or None."""
-        rows = list(self.db.table("secrets").rows_where("name = ?", [name]))
+        rows = self._select("secrets", "name = ?", [name])
         return _row_to(SecretRow, rows[0]) if rows else None
 
     def put_secret(self, name: str, ciphertext: str, secret_type: str | None) -> bool:
