@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from types import TracebackType
 
@@ -29,6 +29,29 @@ MAX_ERROR_TEXT = 300
 """Maximum length of a text taken from a response into an error message."""
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+RequestObserver = Callable[[str, str, str], None]
+"""Receives the API, the HTTP method and the outcome of one attempt.
+
+The outcome is the status code as text, ``timeout`` or ``transport_error``.
+"""
+
+_request_observers: list[RequestObserver] = []
+
+
+def observe_requests(observer: RequestObserver) -> Callable[[], None]:
+    """Call ``observer`` after every HTTP attempt of every pool in this process.
+
+    Returns:
+        A function that removes the observer again.
+    """
+    _request_observers.append(observer)
+    return lambda: _request_observers.remove(observer)
+
+
+def _notify(api: str, method: str, outcome: str) -> None:
+    for observer in list(_request_observers):
+        observer(api, method, outcome)
 
 
 def _user_agent() -> str:
@@ -129,13 +152,14 @@ class HttpPool:
         *,
         headers: Mapping[str, str],
         json: object = None,
+        api: str = "unknown",
     ) -> httpx.Response:
         """Send one request under the limiter and read the whole response.
 
         The request gets the client's default headers, such as User-Agent.
         Besides httpx's own per-phase timeouts, the attempt as a whole must
         finish within ``timeout`` seconds; waiting for a limiter slot does not
-        count.
+        count. ``api`` names the API for the request observers.
 
         Raises:
             httpx.TransportError: the request failed, as in ``httpx``.
@@ -143,8 +167,17 @@ class HttpPool:
         """
         client = self.client_for(str(url))
         request = client.build_request(method, url, headers=headers, json=json)
-        async with self.limiter, asyncio.timeout(self._settings.http_timeout):
-            return await client.send(request)
+        try:
+            async with self.limiter, asyncio.timeout(self._settings.http_timeout):
+                response = await client.send(request)
+        except TimeoutError:
+            _notify(api, method, "timeout")
+            raise
+        except httpx.TransportError:
+            _notify(api, method, "transport_error")
+            raise
+        _notify(api, method, str(response.status_code))
+        return response
 
     async def aclose(self) -> None:
         """Close every client; the pool creates no new ones afterwards."""

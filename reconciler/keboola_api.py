@@ -152,7 +152,7 @@ class KeboolaClient:
         what = f"Keboola POST {url.path}"
         try:
             response = await self._pool.send(
-                "POST", url, headers=self._headers, json=body
+                "POST", url, headers=self._headers, json=body, api=SERVICE
             )
         except (httpx.TransportError, TimeoutError) as exc:
             raise self._transport_error(exc, what, creating=True) from exc
@@ -262,7 +262,9 @@ class KeboolaClient:
     async def _get(self, url: httpx.URL, what: str, parse: Callable[[object], R]) -> R:
         """Send one GET and parse the body, raising an ``ApiError`` on failure."""
         try:
-            response = await self._pool.send("GET", url, headers=self._headers)
+            response = await self._pool.send(
+                "GET", url, headers=self._headers, api=SERVICE
+            )
         except (httpx.TransportError, TimeoutError) as exc:
             raise self._transport_error(exc, what, creating=False) from exc
 

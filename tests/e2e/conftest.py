@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end tests; the harness module holds the helpers."""
+"""Fixtures of the end-to-end tests. The helpers they use are in ``harness.py``."""
 
 from __future__ import annotations
 

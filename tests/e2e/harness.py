@@ -3,19 +3,20 @@
 Every test starts its own simulator (``python -m reconciler.simulator``) on a
 free 127.0.0.1 port and runs ``tc`` as a subprocess in a temporary directory
 with its own SQLite state database. Both processes import the package from
-this source tree through ``PYTHONPATH``, so the tests check the code in the
-checkout even when ``.venv`` holds an older, non-editable install. The tests
-read what the simulator received through its control API under ``/_sim``.
+this source tree through ``PYTHONPATH``, so the tests check the code of this
+checkout whatever ``.venv`` has installed. The tests read what the simulator
+received through its control API under ``/_sim``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,15 @@ TECKOCHECKER_VARIABLES = (
     "batch_count_completed",
     "batch_count_failed",
 )
-STATUS_FILE_KEYS = ("job", "revision", "status", "summary", "batches", "trigger", "error")
+STATUS_FILE_KEYS = (
+    "job",
+    "revision",
+    "status",
+    "summary",
+    "batches",
+    "trigger",
+    "error",
+)
 
 # Seconds a `tc` command or the simulator's start may take before a test fails.
 COMMAND_TIMEOUT = 60.0
@@ -67,7 +76,7 @@ def running() -> dict[str, Any]:
 def configuration(
     configuration_id: str = CONFIGURATION_ID, **settings: Any
 ) -> dict[str, Any]:
-    """Return a Keboola configuration of the scenario that defines the five variables."""
+    """Return a scenario configuration that defines the five TeckoChecker variables."""
     return {
         "component": COMPONENT,
         "id": configuration_id,
@@ -80,11 +89,14 @@ def scenario(
     batches: dict[str, dict[str, Any]],
     *,
     configurations: Sequence[dict[str, Any]] | None = None,
-    job_seconds: float = 0.5,
+    job_seconds: float = 0.0,
     search_lag_seconds: float = 0.0,
     faults: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Return a simulator scenario that accepts the test key and token."""
+    """Return a simulator scenario that accepts the test key and token.
+
+    Keboola jobs finish as they are created unless ``job_seconds`` is above 0.
+    """
     return {
         "openai": {"api_keys": [OPENAI_KEY], "batches": batches},
         "keboola": {
@@ -149,7 +161,9 @@ class SimulatorProcess:
             time.sleep(0.02)
         self.stop()
         log = self.log_path.read_text(errors="replace")
-        raise RuntimeError(f"the simulator did not start; its log:\n{log}")
+        raise RuntimeError(
+            f"The simulator did not start within {START_TIMEOUT:g} s. Its log:\n{log}"
+        )
 
     def stop(self) -> None:
         """Stop the simulator process and close the control client."""
@@ -194,12 +208,8 @@ class SimulatorProcess:
             if variable_values(record).get("teckochecker_job") == job_name
         ]
 
-    def add_faults(self, rules: object) -> None:
-        """Append fault rules."""
-        self._json("POST", "/_sim/faults", rules)
-
     def put_batches(self, batches: dict[str, dict[str, Any]]) -> None:
-        """Add or replace batches; a replaced batch starts its timeline again."""
+        """Add or replace batches. A replaced batch starts its timeline again."""
         self._json("POST", "/_sim/batches", batches)
 
     def reset(self) -> None:
@@ -250,6 +260,7 @@ class Workspace:
         api_key: str = f"env:{OPENAI_KEY_VAR}",
         token: str = f"env:{KEBOOLA_TOKEN_VAR}",
         poll_interval_seconds: int | None = None,
+        suspend: bool | None = None,
     ) -> dict[str, Any]:
         """Return the mapping of a job file that points at the simulator."""
         document: dict[str, Any] = {
@@ -265,10 +276,12 @@ class Workspace:
         }
         if poll_interval_seconds is not None:
             document["poll_interval_seconds"] = poll_interval_seconds
+        if suspend is not None:
+            document["suspend"] = suspend
         return document
 
     def write_job(self, name: str, batch_ids: Sequence[str], **options: Any) -> Path:
-        """Write ``jobs.d/NAME.yaml``; ``options`` go to ``job_document``."""
+        """Write ``jobs.d/NAME.yaml`` from ``job_document(batch_ids, **options)``."""
         document = self.job_document(batch_ids, **options)
         return self.write_text(name, yaml.safe_dump(document, sort_keys=False))
 
@@ -282,12 +295,12 @@ class Workspace:
         """Return the argument list that runs ``tc`` from the source tree."""
         return [sys.executable, "-m", "reconciler", *args]
 
-    def tc(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def tc(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``tc`` with ``args`` in the workspace and return the finished process."""
         return subprocess.run(
             self.command(*args),
             cwd=self.root,
-            env=self.env if env is None else env,
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=COMMAND_TIMEOUT,
@@ -304,6 +317,37 @@ class Workspace:
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    def start_aligned(self, count: int, *args: str) -> list[subprocess.Popen[str]]:
+        """Start ``count`` runs of ``tc`` and release them together at the same step.
+
+        Each process is stopped with SIGSTOP as soon as ``/proc`` shows the
+        state database among its open files, which is before it reads the job
+        files, and SIGCONT then resumes all of them at once. So their cycles
+        overlap however long each took to start. The database must exist.
+        """
+        database = str((self.state_dir / "state.db").resolve())
+        processes = [self.start_tc(*args) for _ in range(count)]
+        waiting = list(processes)
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while waiting:
+                if time.monotonic() > deadline:
+                    pytest.fail("tc did not open the state database in time")
+                for process in list(waiting):
+                    if process.poll() is not None:
+                        pytest.fail(
+                            f"tc exited with {process.returncode} before opening "
+                            "the state database"
+                        )
+                    if database in _open_files(process.pid):
+                        process.send_signal(signal.SIGSTOP)
+                        waiting.remove(process)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGCONT)
+        return processes
 
     def apply(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``tc apply`` with extra ``args``."""
@@ -328,7 +372,7 @@ class Workspace:
     def apply_until(
         self, condition: Callable[[], bool], *, timeout: float = 20.0
     ) -> None:
-        """Run ``tc apply`` until ``condition`` holds; fail after ``timeout`` seconds."""
+        """Run ``tc apply`` until ``condition`` is true or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         while True:
             result = self.apply()
@@ -340,3 +384,20 @@ class Workspace:
                     f"output:\n{result.stdout}\n{result.stderr}"
                 )
             time.sleep(0.1)
+
+
+def _open_files(pid: int) -> list[str]:
+    """Return the paths a process has open, read from ``/proc``."""
+    directory = Path(f"/proc/{pid}/fd")
+    paths = []
+    try:
+        descriptors = os.listdir(directory)
+    except OSError:
+        return []
+    for descriptor in descriptors:
+        try:
+            paths.append(os.readlink(directory / descriptor))
+        except OSError:
+            # The descriptor closed between listing and reading it.
+            continue
+    return paths

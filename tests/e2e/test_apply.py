@@ -11,6 +11,7 @@ from harness import (
     CONFIGURATION_ID,
     TECKOCHECKER_VARIABLES,
     Workspace,
+    configuration,
     running,
     scenario,
     terminal,
@@ -120,7 +121,9 @@ def test_failed_batches_in_file_order(workspace: Start) -> None:
 
 
 def test_pending_batch_holds_trigger(workspace: Start) -> None:
-    ws = workspace(scenario({"batch_done": terminal("completed"), "batch_busy": running()}))
+    ws = workspace(
+        scenario({"batch_done": terminal("completed"), "batch_busy": running()})
+    )
     ws.write_job("partial", ["batch_done", "batch_busy"])
 
     result = ws.apply()
@@ -187,19 +190,14 @@ def test_keboola_job_followed_to_success(workspace: Start) -> None:
 
 def test_finished_apply_changes_nothing(workspace: Start) -> None:
     ws = workspace(
-        scenario(
-            {"batch_a": terminal("completed"), "batch_b": terminal("failed")},
-            job_seconds=0.2,
-        )
+        scenario({"batch_a": terminal("completed"), "batch_b": terminal("failed")})
     )
     ws.write_job("done-ok", ["batch_a"])
     ws.write_job("done-failures", ["batch_a", "batch_b"])
-    ws.apply_until(
-        lambda: all(
-            job["trigger"] is not None and job["trigger"]["keboola_status"] == "success"
-            for job in ws.status_json()
-        )
-    )
+    ws.apply()
+    jobs = ws.jobs_by_name()
+    assert jobs["done-ok"]["trigger"]["keboola_status"] == "success"
+    assert jobs["done-failures"]["trigger"]["keboola_status"] == "success"
     paths = [ws.status_path("done-ok"), ws.status_path("done-failures")]
     before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in paths}
     ws.sim.reset()
@@ -216,3 +214,47 @@ def test_finished_apply_changes_nothing(workspace: Start) -> None:
         assert path.stat().st_mtime_ns == before[path][1], path.name
     assert len(ws.sim.keboola_jobs()) == 2
     assert "0 status files written" in result.stdout
+
+
+def test_keboola_error_keeps_completed(workspace: Start) -> None:
+    ws = workspace(
+        scenario(
+            {"batch_a": terminal("completed")},
+            configurations=[configuration(fail_with="Output table is locked.")],
+        )
+    )
+    ws.write_job("broken-run", ["batch_a"])
+
+    result = ws.apply()
+
+    assert result.returncode == 1
+    assert len(ws.sim.keboola_jobs()) == 1
+    status = ws.read_status("broken-run")
+    # The batches did complete, so the job is completed and its error names
+    # the failed run.
+    assert status["status"] == "completed"
+    assert status["trigger"]["keboola_status"] == "error"
+    assert status["trigger"]["keboola_message"] == "Output table is locked."
+    assert "Output table is locked." in status["error"]["message"]
+    listed = ws.jobs_by_name()["broken-run"]
+    assert listed["trigger"]["keboola_status"] == "error"
+
+
+def test_suspended_job_sends_nothing(workspace: Start) -> None:
+    ws = workspace(scenario({"batch_a": terminal("completed")}))
+    ws.write_job("sleeper", ["batch_a"], suspend=True)
+
+    paused = ws.apply()
+
+    assert paused.returncode == 0, paused.stderr
+    assert ws.sim.requests() == []
+    status = ws.read_status("sleeper")
+    assert status["status"] == "paused"
+    assert status["trigger"] is None
+
+    ws.write_job("sleeper", ["batch_a"], suspend=False)
+    resumed = ws.apply()
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(ws.sim.keboola_jobs()) == 1
+    assert ws.read_status("sleeper")["status"] == "completed"

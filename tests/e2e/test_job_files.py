@@ -91,7 +91,11 @@ def test_added_batch_delays_trigger(workspace: Start) -> None:
 
     assert result.returncode == 0, result.stderr
     status = ws.read_status("grow")
-    assert [batch["id"] for batch in status["batches"]] == ["batch_a", "batch_b", "batch_c"]
+    assert [batch["id"] for batch in status["batches"]] == [
+        "batch_a",
+        "batch_b",
+        "batch_c",
+    ]
     assert status["batches"][2]["status"] == "in_progress"
     assert status["summary"]["pending"] == 1
     assert status["status"] == "active"
@@ -107,7 +111,9 @@ def test_added_batch_delays_trigger(workspace: Start) -> None:
 
 
 def test_removed_batch_stops_counting(workspace: Start) -> None:
-    ws = workspace(scenario({"batch_a": terminal("completed"), "batch_stuck": running()}))
+    ws = workspace(
+        scenario({"batch_a": terminal("completed"), "batch_stuck": running()})
+    )
     ws.write_job("shrink", ["batch_a", "batch_stuck"])
     ws.apply()
     assert ws.sim.keboola_jobs() == []
@@ -168,6 +174,24 @@ def test_changed_interval_keeps_trigger(workspace: Start) -> None:
     assert status["status"] == "completed"
 
 
+def test_raised_batch_limit_allows_more(workspace: Start) -> None:
+    batch_ids = [f"batch_{index:02d}" for index in range(12)]
+    ws = workspace(
+        scenario({batch_id: terminal("completed") for batch_id in batch_ids})
+    )
+    ws.env["TC_MAX_BATCH_IDS"] = "12"
+    ws.write_job("wide", batch_ids)
+
+    assert ws.tc("validate", "jobs.d").returncode == 0
+    result = ws.apply()
+
+    assert result.returncode == 0, result.stderr
+    records = ws.sim.keboola_jobs()
+    assert len(records) == 1
+    assert variable_values(records[0])["batch_count_total"] == "12"
+    assert ws.read_status("wide")["status"] == "completed"
+
+
 def test_removed_file_prunes_job(workspace: Start) -> None:
     ws = workspace(scenario({"batch_a": terminal("completed")}))
     ws.write_job("stays", ["batch_a"])
@@ -191,14 +215,17 @@ def test_empty_directory_needs_allow_empty(workspace: Start) -> None:
     ws = workspace(scenario({"batch_a": terminal("completed")}))
     ws.write_job("lonely", ["batch_a"])
     ws.apply()
+    status_bytes = ws.status_path("lonely").read_bytes()
     ws.job_path("lonely").unlink()
 
-    held = ws.apply()
+    held_back = ws.apply()
 
-    assert held.returncode == 1
-    assert "--allow-empty" in held.stderr
-    assert ws.status_path("lonely").exists()
-    assert sorted(ws.jobs_by_name()) == ["lonely"]
+    assert held_back.returncode == 1
+    assert "--allow-empty" in held_back.stderr
+    assert ws.status_path("lonely").read_bytes() == status_bytes
+    jobs = ws.jobs_by_name()
+    assert sorted(jobs) == ["lonely"]
+    assert jobs["lonely"]["status"] == "completed"
 
     pruned = ws.apply("--allow-empty")
 
@@ -242,7 +269,9 @@ def test_dry_run_writes_nothing(workspace: Start) -> None:
 
 
 def test_dry_run_keeps_state(workspace: Start) -> None:
-    ws = workspace(scenario({"batch_a": terminal("completed"), "batch_b": terminal("completed")}))
+    ws = workspace(
+        scenario({"batch_a": terminal("completed"), "batch_b": terminal("completed")})
+    )
     ws.write_job("rehearsal", ["batch_a"])
     ws.apply()
     status_bytes = ws.status_path("rehearsal").read_bytes()

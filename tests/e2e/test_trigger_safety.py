@@ -1,4 +1,4 @@
-"""End-to-end tests of the exactly-once trigger: rejection, races, lost answers, secrets."""
+"""End-to-end tests of the trigger: rejection, lost responses and secrets."""
 
 from __future__ import annotations
 
@@ -51,7 +51,15 @@ def test_rerun_arms_rejected_trigger(workspace: Start) -> None:
     ws = workspace(
         scenario(
             {"batch_a": terminal("completed")},
-            faults=[{"service": "keboola", "method": "POST", "path": "^/jobs$", "status": 400, "times": 1}],
+            faults=[
+                {
+                    "service": "keboola",
+                    "method": "POST",
+                    "path": "^/jobs$",
+                    "status": 400,
+                    "times": 1,
+                }
+            ],
         )
     )
     ws.write_job("again", ["batch_a"])
@@ -77,35 +85,7 @@ def test_rerun_arms_rejected_trigger(workspace: Start) -> None:
     assert status["error"] is None
 
 
-def test_parallel_applies_trigger_once(workspace: Start) -> None:
-    ws = workspace(
-        scenario(
-            {"batch_a": terminal("completed"), "batch_b": terminal("failed")},
-            # Slow answers keep one process's send open while the other runs.
-            faults=[{"service": "keboola", "method": "POST", "path": "^/jobs$", "latency": 0.3}],
-        )
-    )
-    names = ["race-1", "race-2", "race-3"]
-    for name in names:
-        ws.write_job(name, ["batch_a", "batch_b"])
-
-    processes = [ws.start_tc("apply"), ws.start_tc("apply")]
-    outputs = [process.communicate(timeout=60) for process in processes]
-
-    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, stdout + stderr
-    for name in names:
-        assert len(ws.sim.keboola_jobs_of(name)) == 1, name
-    assert ws.sim.count_requests("POST", "/jobs") == len(names)
-
-    ws.apply()
-
-    for name in names:
-        assert ws.read_status(name)["status"] == "completed_with_failures", name
-    assert len(ws.sim.keboola_jobs()) == len(names)
-
-
-def test_lost_answer_found_by_search(workspace: Start) -> None:
+def test_lost_response_found_by_search(workspace: Start) -> None:
     ws = workspace(
         scenario(
             {"batch_a": terminal("completed")},
@@ -136,33 +116,84 @@ def test_lost_answer_found_by_search(workspace: Start) -> None:
     assert found["trigger"]["state"] == "accepted"
     assert found["trigger"]["id"] == unknown["trigger"]["id"]
     assert found["trigger"]["keboola_job_id"] == records[0]["id"]
-    assert variable_values(records[0])["teckochecker_trigger_id"] == unknown["trigger"]["id"]
+    assert (
+        variable_values(records[0])["teckochecker_trigger_id"]
+        == unknown["trigger"]["id"]
+    )
 
 
-def test_lagging_search_delays_resend(workspace: Start) -> None:
+def test_empty_search_delays_resend(workspace: Start) -> None:
     ws = workspace(
         scenario(
             {"batch_a": terminal("completed")},
-            search_lag_seconds=2.0,
-            faults=[{"service": "keboola", "after_commit": {"drop": True}, "times": 1}],
+            faults=[
+                {"service": "keboola", "after_commit": {"drop": True}, "times": 1},
+                # The first search lists nothing, as when the index lags behind.
+                {
+                    "service": "keboola",
+                    "method": "GET",
+                    "path": "^/search/jobs$",
+                    "wrong_shape": [],
+                    "times": 1,
+                },
+            ],
         )
     )
     ws.write_job("patient", ["batch_a"])
     ws.apply()
 
-    # Within the default 60 s grace, a search that does not list the job yet
-    # must not lead to a second POST.
+    # Within the default grace of 60 s, an empty search must not lead to a
+    # second POST.
     second = ws.apply()
 
     assert second.returncode == 1
+    assert ws.sim.count_requests("GET", "/search/jobs") == 1
     assert ws.sim.count_requests("POST", "/jobs") == 1
-    assert ws.read_status("patient")["trigger"]["state"] == "unknown"
+    waiting = ws.read_status("patient")
+    assert waiting["trigger"]["state"] == "unknown"
+    assert "not found" in waiting["error"]["message"]
 
-    ws.apply_until(lambda: ws.read_status("patient")["trigger"]["state"] == "accepted")
+    third = ws.apply()
 
+    assert third.returncode == 0, third.stderr
     assert ws.sim.count_requests("POST", "/jobs") == 1
     assert len(ws.sim.keboola_jobs()) == 1
     assert ws.read_status("patient")["status"] == "completed"
+
+
+def test_failing_search_never_resends(workspace: Start) -> None:
+    ws = workspace(
+        scenario(
+            {"batch_a": terminal("completed")},
+            faults=[
+                {"service": "keboola", "after_commit": {"drop": True}, "times": 1},
+                {
+                    "service": "keboola",
+                    "method": "GET",
+                    "path": "^/search/jobs$",
+                    "status": 500,
+                },
+            ],
+        )
+    )
+    # Even with no grace at all, a search that fails is no proof that
+    # Keboola lacks the job.
+    ws.env["TC_TRIGGER_LOOKUP_GRACE"] = "0"
+    ws.env["TC_RETRY_ATTEMPTS"] = "1"
+    ws.write_job("cautious", ["batch_a"])
+    ws.apply()
+
+    second = ws.apply()
+    third = ws.apply()
+
+    assert second.returncode == 1
+    assert third.returncode == 1
+    assert ws.sim.count_requests("GET", "/search/jobs") >= 2
+    assert ws.sim.count_requests("POST", "/jobs") == 1
+    status = ws.read_status("cautious")
+    assert status["trigger"]["state"] == "unknown"
+    assert status["status"] == "active"
+    assert "search failed" in status["error"]["message"]
 
 
 def test_missing_secret_spares_other_jobs(workspace: Start) -> None:
@@ -188,14 +219,17 @@ def test_missing_secret_spares_other_jobs(workspace: Start) -> None:
 
 
 def test_secret_values_never_shown(workspace: Start) -> None:
-    ws = workspace(scenario({"batch_a": terminal("completed"), "batch_b": terminal("failed")}))
+    ws = workspace(
+        scenario({"batch_a": terminal("completed"), "batch_b": terminal("failed")})
+    )
     ws.write_job("visible", ["batch_a", "batch_b"])
     ws.write_job("keyless", ["batch_a"], api_key="env:E2E_MISSING_OPENAI_KEY")
-    # An unknown batch id makes OpenAI answer 404, which is shown as an error.
+    # An unknown batch id makes the simulated OpenAI API return 404, which is
+    # shown as an error.
     ws.write_job("unknown-batch", ["batch_a", "batch_nowhere"])
 
     applied = ws.apply()
-    shown = [
+    outputs = [
         applied.stdout,
         applied.stderr,
         ws.tc("status", "-o", "json").stdout,
@@ -203,11 +237,64 @@ def test_secret_values_never_shown(workspace: Start) -> None:
         ws.tc("status").stdout,
         ws.tc("status", "unknown-batch").stdout,
     ]
-    shown.extend(path.read_text() for path in ws.job_dir.glob("*.status.yaml"))
+    status_files = sorted(ws.job_dir.glob("*.status.yaml"))
+    outputs.extend(path.read_text() for path in status_files)
 
-    assert len(shown) == 9
+    assert [path.name for path in status_files] == [
+        "keyless.status.yaml",
+        "unknown-batch.status.yaml",
+        "visible.status.yaml",
+    ]
     assert "batch_nowhere" in ws.read_status("unknown-batch")["batches"][1]["error"]
-    for text in shown:
+    for text in outputs:
         assert OPENAI_KEY not in text
         assert KEBOOLA_TOKEN not in text
         assert KEBOOLA_TOKEN.rsplit("-", 1)[-1] not in text
+
+
+def test_rate_limited_trigger_retries_later(workspace: Start) -> None:
+    ws = workspace(
+        scenario(
+            {"batch_a": terminal("completed")},
+            faults=[
+                {
+                    "service": "keboola",
+                    "method": "POST",
+                    "path": "^/jobs$",
+                    "status": 429,
+                    "retry_after": 2,
+                    "times": 1,
+                }
+            ],
+        )
+    )
+    ws.write_job("throttled", ["batch_a"])
+
+    first = ws.apply()
+
+    assert first.returncode == 1
+    assert ws.sim.keboola_jobs() == []
+    status = ws.read_status("throttled")
+    assert status["status"] == "active"
+    assert status["trigger"] is None
+
+    # A 429 shows that no job was created, so the trigger is sent again once
+    # Retry-After has passed.
+    ws.apply_until(lambda: ws.read_status("throttled")["status"] == "completed")
+
+    assert ws.sim.count_requests("POST", "/jobs") == 2
+    assert len(ws.sim.keboola_jobs()) == 1
+
+
+def test_unlisted_host_gets_no_token(workspace: Start) -> None:
+    ws = workspace(scenario({"batch_a": terminal("completed")}))
+    ws.write_job("elsewhere", ["batch_a"])
+    del ws.env["TC_ALLOWED_HOSTS"]
+
+    result = ws.apply()
+
+    assert result.returncode == 1
+    assert ws.sim.requests() == []
+    status = ws.read_status("elsewhere")
+    assert status["status"] == "invalid"
+    assert "TC_ALLOWED_HOSTS=127.0.0.1" in status["error"]["message"]
