@@ -225,6 +225,7 @@ class Cycle:
 
         for job in jobs.values():
             report.jobs.append(self._settle(store, job))
+        store.prune_events()
         with _status_lock(self.settings.state_dir):
             for job in jobs.values():
                 written = self._write_status_file(store, job)

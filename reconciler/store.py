@@ -471,7 +471,20 @@ class Store:
     def update_job(self, name: str, **values: Any) -> None:
         """Update fields of a job row."""
         values["updated_at"] = to_iso(utc_now())
-        self.db.table("jobs").update(name, _to_columns(values))
+        self._update("jobs", "name = ?", [name], values)
+
+    def _update(
+        self, table: str, where: str, keys: list[Any], values: dict[str, Any]
+    ) -> None:
+        # Plain UPDATE: sqlite-utils' update() reads the row first, which
+        # doubles the statements of a poll that records thousands of batches.
+        columns = _to_columns(values)
+        assignments = ", ".join(f"[{column}] = ?" for column in columns)
+        sql = f"UPDATE [{table}] SET {assignments} WHERE {where}"
+        try:
+            self._conn.execute(sql, [*columns.values(), *keys])
+        except sqlite3.Error as error:
+            raise _store_error(self.path, error) from error
 
     def delete_job(self, name: str) -> None:
         """Delete a job with its batches, triggers and events."""
@@ -520,7 +533,7 @@ class Store:
 
     def update_batch(self, job: str, batch_id: str, **values: Any) -> None:
         """Update fields of one batch of one job."""
-        self.db.table("batches").update((job, batch_id), _to_columns(values))
+        self._update("batches", "job = ? AND batch_id = ?", [job, batch_id], values)
 
     # Triggers
 
@@ -597,16 +610,23 @@ class Store:
     # Events
 
     def add_event(self, job: str, kind: str, message: str) -> None:
-        """Append an event to a job's history, keeping the newest ones only."""
-        with self.transaction():
-            table = self.db.table("events")
-            table.insert(
-                {"job": job, "at": to_iso(utc_now()), "kind": kind, "message": message}
-            )
+        """Append an event to a job's history; ``prune_events`` trims it."""
+        try:
             self._conn.execute(
-                "DELETE FROM events WHERE job = ? AND id NOT IN "
-                "(SELECT id FROM events WHERE job = ? ORDER BY id DESC LIMIT ?)",
-                [job, job, EVENTS_KEPT_PER_JOB],
+                "INSERT INTO events (job, at, kind, message) VALUES (?, ?, ?, ?)",
+                [job, to_iso(utc_now()), kind, message],
+            )
+        except sqlite3.Error as error:
+            raise _store_error(self.path, error) from error
+
+    def prune_events(self) -> None:
+        """Keep only the newest ``EVENTS_KEPT_PER_JOB`` events of each job."""
+        with self.transaction():
+            self._conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, "
+                "ROW_NUMBER() OVER (PARTITION BY job ORDER BY id DESC) AS n "
+                "FROM events) WHERE n > ?)",
+                [EVENTS_KEPT_PER_JOB],
             )
 
     def events(self, job: str, limit: int = 20) -> list[EventRow]:

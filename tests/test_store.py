@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import StoreError
-from reconciler.store import SCHEMA_VERSION, Store
+from reconciler.store import EVENTS_KEPT_PER_JOB, SCHEMA_VERSION, Store
 
 
 def test_open_creates_gitignored_wal_db(tmp_path: Path) -> None:
@@ -99,5 +99,36 @@ def test_delete_job_removes_everything(tmp_path: Path) -> None:
         assert store.batches("a") == []
         assert store.events("a") == []
         assert store.trigger("t1") is None
+    finally:
+        store.close()
+
+
+def test_prune_keeps_newest_events(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    try:
+        for name in ("a", "b"):
+            store.insert_job(name, path=f"{name}.yaml", revision="r", status="active")
+        for i in range(EVENTS_KEPT_PER_JOB + 5):
+            store.add_event("a", "batch", f"event {i}")
+        store.add_event("b", "batch", "only one")
+        store.prune_events()
+        kept = store.events("a", limit=1000)
+        assert len(kept) == EVENTS_KEPT_PER_JOB
+        assert kept[-1].message == f"event {EVENTS_KEPT_PER_JOB + 4}"
+        assert kept[0].message == "event 5"
+        assert [e.message for e in store.events("b")] == ["only one"]
+    finally:
+        store.close()
+
+
+def test_update_job_writes_fields(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    try:
+        store.insert_job("a", path="a.yaml", revision="r", status="active")
+        store.update_job("a", status="paused", spec={"batch_ids": ["batch_x"]})
+        row = store.job("a")
+        assert row is not None
+        assert row.status == "paused"
+        assert row.spec == {"batch_ids": ["batch_x"]}
     finally:
         store.close()
