@@ -252,7 +252,10 @@ class Cycle:
         error = str(job_file.error) if job_file.error else None
         spec = job_file.spec
         with store.transaction():
-            if change.action == "create":
+            # Another process may have created the job since the plan was
+            # made; then this is an update of its row.
+            exists = store.job(name) is not None
+            if change.action == "create" and not exists:
                 store.insert_job(
                     name,
                     path=str(job_file.path),
@@ -539,7 +542,15 @@ class Cycle:
     # Settle
 
     def _settle(self, store: Store, job: _Job) -> JobReport:
-        """Derive and record the job's status and error after this cycle."""
+        """Derive and record the job's status and error after this cycle.
+
+        Reads and writes happen in one transaction, so a process that lost a
+        race cannot write a status derived from rows another one changed.
+        """
+        with store.transaction():
+            return self._settle_locked(store, job)
+
+    def _settle_locked(self, store: Store, job: _Job) -> JobReport:
         name = job.row.name
         row = store.job(name)
         assert row is not None

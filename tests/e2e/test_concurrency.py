@@ -55,15 +55,6 @@ def test_parallel_applies_trigger_once(workspace: Start) -> None:
         assert ws.read_status(name)["status"] == "completed_with_failures", name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "Cycle.run plans from store.jobs() read outside any transaction, so both "
-        "processes plan 'create' and the second insert_job fails with UNIQUE "
-        "constraint failed: jobs.name"
-    ),
-)
 def test_parallel_applies_create_jobs(workspace: Start) -> None:
     ws = workspace(scenario({}))
     # Many jobs make the sync phase long enough for the processes to overlap,
