@@ -51,7 +51,7 @@ StateDir = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        help="Directory of the state database [env: TC_STATE_DIR; default: .tc].",
+        help="Directory of the state database (env TC_STATE_DIR; default .tc).",
         show_default=False,
     ),
 ]
@@ -60,7 +60,7 @@ Concurrency = Annotated[
     typer.Option(
         "--concurrency",
         min=1,
-        help="Maximum HTTP requests in flight [env: TC_CONCURRENCY; default: 10].",
+        help="Maximum HTTP requests in flight (env TC_CONCURRENCY; default 10).",
         show_default=False,
     ),
 ]

@@ -28,7 +28,7 @@ StateDir = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        help="Directory of the state database [env: TC_STATE_DIR; default: .tc].",
+        help="Directory of the state database (env TC_STATE_DIR; default .tc).",
         show_default=False,
     ),
 ]

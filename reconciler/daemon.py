@@ -4,14 +4,15 @@ One asyncio loop sleeps until the first of four events. The state database
 may have something due: a batch poll, a Keboola job to follow, a trigger
 whose outcome is unknown, a rate-limited or leased trigger. A job file may
 change, a signal may arrive, or the next git pull may be due. The loop then
-pulls if a pull is due, runs one cycle and commits the status files back if
-the options say so.
+pulls if a pull is due, runs one cycle and, with ``--commit-status``, commits
+the status files back.
 
-Tasks: the loop runs in the calling task, the file watcher in the task
-``tc-watch-files``, each cycle in a task ``tc-cycle-N`` and each health
-request in a task ``tc-http-request``. SIGTERM and SIGINT let a running cycle
-finish within the grace period and then cancel it; every task has ended when
-``Daemon.run`` returns.
+Tasks: the loop runs in the calling task and the file watcher in the task
+``tc-watch-files``. Each step of the loop runs in a task of its own
+(``tc-cycle-N``, ``tc-git-pull``, ``tc-git-commit``), and the health server
+handles each request in a task ``tc-http-request``. SIGTERM and SIGINT let a
+running step finish within the grace period and then cancel it. Every task
+has ended when ``Daemon.run`` returns.
 
 A cancelled cycle leaves the database consistent: its writes are
 transactions, and a trigger whose send was cut off keeps its claim in state
@@ -27,11 +28,13 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from reconciler import __version__
 from reconciler.cycle import Cycle, CycleReport
@@ -62,6 +65,10 @@ MIN_TIMER_DELAY = 1.0
 """Shortest sleep before a cycle that only time starts; no loop spins faster."""
 REPEAT_WINDOW = 600.0
 """Seconds during which a repeated identical warning or error is only counted."""
+STORE_RETRY_SECONDS = 30.0
+"""Wait before the state database is read again after a failed read."""
+
+T = TypeVar("T")
 
 
 class DaemonRunningError(TCError):
@@ -76,7 +83,8 @@ class WatchOptions:
         job_dir: the directory of job files.
         settings: the operator's settings.
         allow_empty: prune every job when the directory has no job files.
-        grace_seconds: how long a running cycle may go on after SIGTERM.
+        grace_seconds: seconds a running cycle or git command may go on
+            after SIGTERM or SIGINT.
         git_pull_seconds: seconds between two ``git pull``; None for none.
         commit_status: commit changed status files after each cycle.
         push: push the status commits.
@@ -123,7 +131,7 @@ def watch(options: WatchOptions) -> None:
 class StateLock:
     """An exclusive ``flock`` on ``daemon.lock`` in the state directory.
 
-    The file holds the PID of the daemon that owns the lock. It is never
+    The file contains the PID of the daemon that owns the lock. It is never
     deleted, because a deleted lock file could be locked again by a second
     process while the first still holds the old one.
     """
@@ -283,7 +291,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reasons: set[str] = set()
         self._stopping = False
-        self._cycle: asyncio.Task[CycleReport] | None = None
+        self._stop_deadline: float | None = None
+        self._step: asyncio.Task[Any] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._cycles = 0
         self._last_cycle: datetime | None = None
@@ -303,37 +312,72 @@ class Daemon:
         self.wake("SIGHUP")
 
     def request_stop(self, reason: str) -> None:
-        """Start no new work; give a running cycle the grace period, then cancel it.
+        """Start no new work; give the running step the grace period, then cancel it.
 
-        A second request cancels the running cycle at once.
+        A step is a cycle or a git command. A second request cancels the
+        running step at once.
         """
-        running = self._cycle is not None and not self._cycle.done()
+        step = self._step
+        running = step is not None and not step.done()
         if self._stopping:
-            if running and self._cycle is not None:
-                log.warning("%s received again: cancelling the running cycle", reason)
-                self._cycle.cancel()
+            if step is not None and running:
+                log.warning(
+                    "%s received again: cancelling %s now", reason, step.get_name()
+                )
+                step.cancel()
             return
         self._stopping = True
+        grace = self.options.grace_seconds
+        self._stop_deadline = asyncio.get_running_loop().time() + grace
         self._wake.set()
-        if not running:
+        if step is None or not running:
             log.info("%s received: stopping", reason)
             return
-        grace = self.options.grace_seconds
         log.info(
-            "%s received: stopping once the running cycle ends (at most %g s)",
+            "%s received: stopping once %s ends (at most %g s)",
             reason,
+            step.get_name(),
             grace,
         )
-        loop = asyncio.get_running_loop()
-        self._grace_timer = loop.call_later(grace, self._cancel_cycle)
+        self._arm_grace_timer()
 
-    def _cancel_cycle(self) -> None:
-        if self._cycle is not None and not self._cycle.done():
+    def _arm_grace_timer(self) -> None:
+        if self._stop_deadline is None or self._grace_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_at(self._stop_deadline, self._cancel_step)
+
+    def _cancel_step(self) -> None:
+        step = self._step
+        if step is not None and not step.done():
             log.warning(
-                "The cycle did not end within the %g s grace period; cancelling it",
+                "%s did not end within the %g s grace period; cancelling it",
+                step.get_name(),
                 self.options.grace_seconds,
             )
-            self._cycle.cancel()
+            step.cancel()
+
+    async def _run_step(
+        self, work: Coroutine[Any, Any, T], name: str
+    ) -> asyncio.Task[T]:
+        """Run ``work`` in a task named ``name`` that a stop request can cancel."""
+        task = asyncio.create_task(work, name=name)
+        self._step = task
+        if self._stopping:
+            self._arm_grace_timer()
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            # The loop itself is cancelled: the step must not outlive it.
+            task.cancel()
+            await asyncio.wait({task})
+            raise
+        finally:
+            self._step = None
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+                self._grace_timer = None
+        return task
 
     async def run(self) -> None:
         """Run until ``request_stop``; every task started here has ended on return.
@@ -357,9 +401,6 @@ class Daemon:
                 self._log_start()
                 await self._loop(store, resolver)
         finally:
-            if self._cycle is not None and not self._cycle.done():
-                self._cycle.cancel()
-                await asyncio.wait({self._cycle})
             store.close()
         log.info("tc watch stopped")
 
@@ -443,12 +484,13 @@ class Daemon:
         next_pull = time.monotonic() if pull_every else None
         self.wake("start")
         while not self._stopping:
-            due = next_due(
-                Snapshot.read(store),
-                self.settings,
-                last_cycle=self._last_cycle,
-            )
-            delay = self._delay(due, next_pull)
+            snapshot = _read_snapshot(store)
+            if snapshot is None:
+                due = None
+                delay = self._delay(None, next_pull, retry=STORE_RETRY_SECONDS)
+            else:
+                due = next_due(snapshot, self.settings, last_cycle=self._last_cycle)
+                delay = self._delay(due, next_pull)
             self.liveness.sleeping(delay)
             await self._sleep(delay)
             if self._stopping:
@@ -462,7 +504,8 @@ class Daemon:
                 and (pull_due or "SIGHUP" in reasons)
             ):
                 self.liveness.working("git pull")
-                if await self._git.pull():
+                pulled = await self._run_step(self._git.pull(), "tc-git-pull")
+                if not pulled.cancelled() and pulled.result():
                     reasons.add("git pull")
                 next_pull = time.monotonic() + pull_every
             if due is not None and due.at <= datetime.now(UTC):
@@ -473,11 +516,15 @@ class Daemon:
             await self._run_cycle(store, resolver, reasons)
             if self._git is not None and self.options.commit_status:
                 self.liveness.working("git commit")
-                if await self._git.commit_back(push=not self._stopping):
+                back = self._git.commit_back(push=not self._stopping)
+                committed = await self._run_step(back, "tc-git-commit")
+                if not committed.cancelled() and committed.result():
                     self.wake("a rebase brought commits from the remote")
 
-    def _delay(self, due: Due | None, next_pull: float | None) -> float | None:
-        delays = []
+    def _delay(
+        self, due: Due | None, next_pull: float | None, retry: float | None = None
+    ) -> float | None:
+        delays = [] if retry is None else [retry]
         if due is not None:
             seconds = (due.at - datetime.now(UTC)).total_seconds() + WAKE_MARGIN
             delays.append(max(seconds, MIN_TIMER_DELAY))
@@ -512,29 +559,37 @@ class Daemon:
         self._last_cycle = datetime.now(UTC)
         self.liveness.working("cycle")
         started = time.monotonic()
-        self._cycle = asyncio.create_task(
+        task = await self._run_step(
             cycle.run(store, allow_empty=self.options.allow_empty),
-            name=f"tc-cycle-{self._cycles}",
+            f"tc-cycle-{self._cycles}",
         )
-        await asyncio.wait({self._cycle})
-        task, self._cycle = self._cycle, None
-        if self._grace_timer is not None:
-            self._grace_timer.cancel()
-            self._grace_timer = None
 
         seconds = time.monotonic() - started
         outcome = _log_outcome(task, seconds)
         self.metrics.observe_cycle(seconds, outcome)
         self.liveness.cycle_finished()
-        with contextlib.suppress(TCError):
-            self.metrics.set_counts(Snapshot.read(store).counts())
+        snapshot = _read_snapshot(store)
+        if snapshot is not None:
+            self.metrics.set_counts(snapshot.counts())
+
+
+def _read_snapshot(store: Store) -> Snapshot | None:
+    try:
+        return Snapshot.read(store)
+    except (TCError, sqlite3.Error) as error:
+        log.error(
+            "Cannot read the state database: %s; trying again in %g s",
+            error,
+            STORE_RETRY_SECONDS,
+        )
+        return None
 
 
 def _log_outcome(task: asyncio.Task[CycleReport], seconds: float) -> str:
     if task.cancelled():
         log.warning(
-            "Cycle cancelled after %.1f s; finished writes are kept and the next "
-            "start goes on from them",
+            "Cycle cancelled after %.1f s; its finished writes are kept, and the "
+            "next cycle goes on from them",
             seconds,
         )
         return "cancelled"

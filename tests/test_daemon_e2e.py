@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -413,8 +414,8 @@ def test_sigterm_mid_poll_exits_cleanly(
     assert daemon.process.wait(timeout=10) == 0
     assert time.monotonic() - started < 5
     log = daemon.log()
-    assert "SIGTERM received: stopping once the running cycle ends (at most 1 s)" in log
-    assert "grace period; cancelling it" in log
+    assert "SIGTERM received: stopping once tc-cycle-1 ends (at most 1 s)" in log
+    assert "tc-cycle-1 did not end within the 1 s grace period; cancelling it" in log
     assert "tc watch stopped" in log
     assert workspace.integrity() == "ok"
     assert keboola_jobs(sim) == []
@@ -483,6 +484,8 @@ def test_symlink_swap_is_followed(
     # git-sync swaps a link to each new worktree, atomically by rename.
     (workspace.root / "next").symlink_to("v2")
     os.replace(workspace.root / "next", link)
+    # git-sync then removes the old worktree.
+    shutil.rmtree(workspace.root / "v1")
 
     workspace.wait_status(
         "beta", lambda d: d["status"] == "active", "active", link / "jobs.d"
@@ -494,6 +497,7 @@ def test_symlink_swap_is_followed(
     assert any(m.startswith("tc watch 0.1.0 started") for m in messages)
     assert "Job beta created at revision" in " ".join(messages)
     assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert [r for r in records if r["level"] in ("warning", "error")] == []
     assert len(keboola_jobs(sim)) == 1
     assert_each_trigger_once(sim)
 
@@ -667,3 +671,29 @@ def test_gitops_push_after_concurrent_push(
     assert daemon.stop() == 0
     assert len(keboola_jobs(sim)) == 1
     assert_each_trigger_once(sim)
+
+
+def test_sigterm_mid_git_pull_bounded(
+    workspace: Workspace, simulator: StartSimulator
+) -> None:
+    """A hanging git pull is stopped after the grace period; the exit is 0."""
+    simulator(scenario({}))
+    _, _, deploy = make_remote(workspace.root)
+    # A remote whose transport is a local command that never responds.
+    git(deploy, "config", "protocol.ext.allow", "always")
+    git(deploy, "remote", "set-url", "origin", "ext::sleep 60")
+    daemon = workspace.start(
+        "--git-pull", "5", "--grace", "1", job_dir=deploy / "jobs.d"
+    )
+    daemon.wait_log("git: repository")
+    time.sleep(0.5)
+
+    started = time.monotonic()
+    daemon.send(signal.SIGTERM)
+
+    assert daemon.process.wait(timeout=15) == 0
+    assert time.monotonic() - started < 6
+    log = daemon.log()
+    assert "SIGTERM received: stopping once tc-git-pull ends (at most 1 s)" in log
+    assert "tc-git-pull did not end within the 1 s grace period" in log
+    assert not (deploy / ".git" / "index.lock").exists()

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability tests; reliability_support holds the helpers."""
+"""Fixtures of the reliability tests. The helpers are in reliability_support."""
 
 from __future__ import annotations
 

@@ -301,7 +301,7 @@ class Workspace:
         timeout: float = 60.0,
         pause: float = 0.5,
     ) -> list[Run]:
-        """Run ``tc apply`` until ``condition`` holds and return the runs.
+        """Run ``tc apply`` until ``condition`` returns True and return the runs.
 
         Fails the test after ``timeout`` seconds, with the last run's output.
         """

@@ -10,13 +10,16 @@ still running alone, and again after the leases ran out, until every job has
 settled. Every third lane is killed a second time, as the restart writes its
 status files.
 
-A lease lasts ``http_timeout + 30 s``, so the lanes run side by side to keep
-the whole loop near two minutes.
+A lease lasts ``http_timeout + 30 s``, so the lanes run side by side. Each
+lane has a thread that waits for its own leases. A semaphore lets only
+``WORKERS`` `tc` processes run at once, so that even a loaded machine
+restarts every lane well within its leases.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,9 +49,9 @@ WORKERS = 4
 MAX_RECOVERY_RUNS = 8
 
 # Where the first run of each lane is killed, as (failpoint, N): the Nth time
-# the process reaches the point. With 50 jobs in one cycle, every N from 1 to
-# 50 is reached once per job for the trigger points and the status writes;
-# the polling point is reached once per cycle.
+# the process reaches the point. With 50 jobs in one cycle, the trigger points
+# and the status writes are reached once per job, so every N up to 50 occurs.
+# The polling point is reached once per cycle.
 KILLS = [
     *(("trigger.claimed", n) for n in (1, 2, 10, 25, 37, 49, 50)),
     *(("trigger.sending", n) for n in (1, 3, 8, 17, 33, 45, 50)),
@@ -85,7 +88,9 @@ def _job_names() -> list[str]:
 
 def _start_lane(root: Path, failpoint: str, index: int) -> Lane:
     batches = {f"batch_{i:03d}": terminal() for i in range(JOBS)}
-    simulator = Simulator(scenario(batches, job_seconds=0.2))
+    # Keboola runs the jobs of one configuration one after the other, so 50
+    # jobs of 0.02 s each finish within a second.
+    simulator = Simulator(scenario(batches, job_seconds=0.02))
     simulator.start()
     directory = root / f"lane-{index:02d}-{failpoint.replace(':', '-')}"
     workspace = Workspace(directory, simulator)
@@ -104,33 +109,35 @@ def _settled(lane: Lane) -> bool:
     )
 
 
-def _latest_lease(lanes: list[Lane]) -> float:
-    """Return the Unix time when the last lease of any lane runs out."""
+def _latest_lease(lane: Lane) -> float:
+    """Return the Unix time when the lane's last lease runs out, or 0."""
     latest = 0.0
-    for lane in lanes:
-        for trigger in lane.workspace.triggers().values():
-            if trigger["state"] == "sending" and trigger["lease_until"]:
-                until = datetime.fromisoformat(trigger["lease_until"]).timestamp()
-                latest = max(latest, until)
+    for trigger in lane.workspace.triggers().values():
+        if trigger["state"] == "sending" and trigger["lease_until"]:
+            until = datetime.fromisoformat(trigger["lease_until"]).timestamp()
+            latest = max(latest, until)
     return latest
 
 
-def _kill_and_restart(lane: Lane) -> None:
-    """Kill the first run, then restart at once, well within the leases."""
-    lane.runs.append(lane.workspace.apply(failpoint=lane.failpoint))
-    lane.claimed_before_restart = set(lane.workspace.triggers())
-    lane.posts_before_restart = lane.workspace.count("keboola", "POST", "^/jobs$")
-    lane.runs.append(lane.workspace.apply(failpoint=lane.second_kill))
-    lane.posts_after_restart = lane.workspace.count("keboola", "POST", "^/jobs$")
-
-
-def _recover(lane: Lane) -> None:
+def _crash_and_recover(lane: Lane, slots: threading.Semaphore) -> None:
+    """Kill the first run, restart at once, then recover after the leases."""
+    with slots:
+        lane.runs.append(lane.workspace.apply(failpoint=lane.failpoint))
+        lane.claimed_before_restart = set(lane.workspace.triggers())
+        lane.posts_before_restart = lane.workspace.count("keboola", "POST", "^/jobs$")
+        lane.runs.append(lane.workspace.apply(failpoint=lane.second_kill))
+        lane.posts_after_restart = lane.workspace.count("keboola", "POST", "^/jobs$")
+    wait = _latest_lease(lane) - time.time() + 0.5
+    if wait > 0:
+        time.sleep(wait)
     for _ in range(MAX_RECOVERY_RUNS):
-        lane.runs.append(lane.workspace.apply())
-        if _settled(lane):
-            # One more run writes the status files of the last changes.
+        with slots:
             lane.runs.append(lane.workspace.apply())
+        # Each run writes its status files at the end, so a settled lane's
+        # status files already show the final state.
+        if _settled(lane):
             return
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +148,11 @@ def lanes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Lane]]:
     try:
         for index, (point, count) in enumerate(KILLS):
             started.append(_start_lane(root, f"{point}:{count}", index))
-        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            list(pool.map(_kill_and_restart, started))
-            wait = _latest_lease(started) - time.time() + 0.5
-            if wait > 0:
-                time.sleep(wait)
-            list(pool.map(_recover, started))
+        slots = threading.Semaphore(WORKERS)
+        with ThreadPoolExecutor(max_workers=len(started)) as pool:
+            futures = [pool.submit(_crash_and_recover, lane, slots) for lane in started]
+            for future in futures:
+                future.result()
         yield started
     finally:
         for lane in started:

@@ -4,7 +4,7 @@ As for OpenAI, every case has its own job and simulator, so the requests a
 fault costs are counted on that simulator alone, and a bystander job with a
 clean simulator runs in the same `tc apply`.
 
-A status fault on ``POST /jobs`` answers without creating the job, so after
+A status fault on ``POST /jobs`` responds without creating the job, so after
 5xx, a bad body or a dropped connection the trigger's outcome is unknown, the
 job search comes back empty and the trigger is sent again with the same
 trigger id once the grace period has passed. A latency fault answers too late

@@ -1,6 +1,6 @@
 """Triggers whose outcome is unknown: the search, the grace period, the resend.
 
-Keboola may create the job and the answer still never arrive (a dropped
+Keboola may create the job while its response never arrives (a dropped
 connection, a timeout, a 5xx after the commit). `tc` must then find the job by
 its trigger id instead of sending again, wait while the search index lags,
 send again with the same trigger id only after a search that came back empty
@@ -48,7 +48,7 @@ def _trigger(ws: Workspace) -> dict[str, Any]:
 def _accepted(ws: Workspace) -> Callable[[], bool]:
     def check() -> bool:
         trigger = _trigger(ws)
-        return trigger is not None and trigger["state"] == "accepted"
+        return trigger is not None and bool(trigger["state"] == "accepted")
 
     return check
 
@@ -114,7 +114,7 @@ def test_lagging_search_holds_resend(workspace: StartWorkspace) -> None:
 
 
 def test_empty_search_resends_once(workspace: StartWorkspace) -> None:
-    # The 500 answers before the job is created, so the search stays empty.
+    # The 500 response comes before the job is created, so the search stays empty.
     fault = {
         "service": "keboola",
         "method": "POST",
