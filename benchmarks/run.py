@@ -396,6 +396,83 @@ def bench_list(scale: float, untracked: int) -> list[Row]:
     ]
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the user plus system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Return the peak resident set size of a process in MB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+@contextmanager
+def daemon(root: Path, environ: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `tc watch jobs.d` until the block ends, then stop it with SIGTERM."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", "jobs.d"],
+        cwd=root,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def wait_for_status_files(directory: Path, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(directory.glob("*.status.yaml"))) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon wrote no {count} status files in time")
+        time.sleep(0.2)
+
+
+def bench_idle(scale: float) -> list[Row]:
+    """100 jobs waiting between polls: the daemon's CPU share over 60 s."""
+    jobs_n = max(2, round(100 * scale))
+    window = max(3.0, 60 * min(scale, 1.0))
+    jobs = {f"job-{j}": [f"batch_i{j}"] for j in range(jobs_n)}
+    batches = {ids[0]: {"script": FOREVER} for ids in jobs.values()}
+    with workspace() as root, Simulator(scenario_dict(batches)) as sim:
+        write_jobs(root / "jobs.d", sim.port, jobs)
+        with daemon(root, env(root / "state")) as process:
+            wait_for_status_files(root / "jobs.d", jobs_n, 120)
+            time.sleep(2)
+            before, started = cpu_seconds(process.pid), time.monotonic()
+            time.sleep(window)
+            used = cpu_seconds(process.pid) - before
+            share = used / (time.monotonic() - started) * 100
+    label = f"CPU share of one core, {jobs_n} jobs, {window:.0f} s"
+    return [Row("idle daemon", label, share, 0, "< 1%", unit="%")]
+
+
+def bench_memory(scale: float) -> list[Row]:
+    """Peak RSS of the daemon tracking 10,000 batches against no jobs."""
+    jobs_n = max(2, round(1000 * scale))
+    jobs = {f"job-{j}": [f"batch_m{j}_{b}" for b in range(10)] for j in range(jobs_n)}
+    batches = {b: {"script": FOREVER} for ids in jobs.values() for b in ids}
+    with workspace() as root, Simulator(scenario_dict(batches)) as sim:
+        (root / "jobs.d").mkdir()
+        with daemon(root, env(root / "empty-state")) as process:
+            time.sleep(3)
+            empty = peak_rss_mb(process.pid)
+        write_jobs(root / "jobs.d", sim.port, jobs)
+        with daemon(root, env(root / "state")) as process:
+            wait_for_status_files(root / "jobs.d", jobs_n, 600)
+            time.sleep(1)
+            tracking = peak_rss_mb(process.pid)
+    label = f"peak RSS, {len(batches)} batches"
+    return [Row("memory", label, tracking, empty, "+ <= 50 MB", unit="MB")]
+
+
 SCENARIOS: dict[str, Callable[[float], list[Row]]] = {
     "poll": bench_poll,
     "shared": bench_shared,
@@ -403,6 +480,8 @@ SCENARIOS: dict[str, Callable[[float], list[Row]]] = {
     "startup": bench_startup,
     "list": lambda scale: bench_list(scale, 0),
     "list-behind": lambda scale: bench_list(scale, 50_000),
+    "idle": bench_idle,
+    "memory": bench_memory,
 }
 
 

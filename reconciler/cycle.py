@@ -244,7 +244,7 @@ class Cycle:
             row = store.job(name)
             store.delete_job(name)
             if row is not None:
-                status_files.remove(status_path_for(Path(row.path)))
+                status_files.remove(self._status_path(name))
             log.info("Job %s removed: its job file is gone", name)
             return
         if change.action == "noop" or job_file is None:
@@ -306,6 +306,9 @@ class Cycle:
             log.info(
                 "Job %s %sd at revision %s", name, change.action, job_file.revision
             )
+
+    def _status_path(self, name: str) -> Path:
+        return self.job_dir / f"{name}.status.yaml"
 
     def _working_jobs(
         self, store: Store, files: Mapping[str, JobFile]
@@ -633,11 +636,13 @@ class Cycle:
 
     def _write_status_file(self, store: Store, job: _Job) -> Path | None:
         row = store.job(job.row.name)
-        if row is None:
+        # A job whose file this cycle did not find (pruning held back) gets
+        # no status file. The status file sits beside the job file found in
+        # this cycle's directory, not at the path an earlier run stored,
+        # which may be relative to another working directory.
+        if row is None or job.job_file is None:
             return None
-        job_path = Path(row.path)
-        if not job_path.parent.is_dir():
-            return None
+        job_path = job.job_file.path
         trigger = store.trigger(row.trigger_id) if row.trigger_id else None
         document = status_files.build_document(row, store.batches(row.name), trigger)
         path = status_path_for(job_path)

@@ -97,6 +97,7 @@ def _check(
     msg = (
         f"{what} {url!r} points {token} at {host!r}, which is {kind}; "
         f"if this host is meant, the operator can allow it with "
-        f"TC_ALLOWED_HOSTS={host} (a job file cannot)"
+        f"TC_ALLOWED_HOSTS={host} or in allowed_hosts of the state directory's "
+        "settings.yaml (a job file cannot)"
     )
     raise HostNotAllowedError(msg)

@@ -203,13 +203,25 @@ def url_origin(base_url: str) -> str:
     return f"{url.scheme}://{url.host}:{port}"
 
 
+# A server may echo part of a token ("Incorrect API key provided: sk-ab...").
+# Any run of this many characters of a secret is replaced; shorter runs are
+# too common in ordinary text to mean anything.
+MIN_SECRET_FRAGMENT = 8
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace each non-empty secret in ``text`` with ``***``."""
-    # Longer secrets first, so a secret that contains another one is
-    # replaced whole.
+    """Replace each secret in ``text``, or any part of it of 8 or more
+    characters, with ``***``."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "***")
-
+        if len(secret) <= MIN_SECRET_FRAGMENT:
+            continue
+        # Longest fragments first, so a long echo is replaced whole.
+        for size in range(len(secret) - 1, MIN_SECRET_FRAGMENT - 1, -1):
+            for start in range(len(secret) - size + 1):
+                fragment = secret[start : start + size]
+                if fragment in text:
+                    text = text.replace(fragment, "***")
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -258,3 +259,26 @@ def test_suspended_job_sends_nothing(workspace: Start) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert len(ws.sim.keboola_jobs()) == 1
     assert ws.read_status("sleeper")["status"] == "completed"
+
+
+def test_other_working_directory_same_status_file(workspace: Start) -> None:
+    ws = workspace(scenario({"batch_a": running()}))
+    ws.write_job("catalogue", ["batch_a"])
+    assert ws.apply().returncode == 0
+    elsewhere = ws.root / "elsewhere"
+    (elsewhere / "jobs.d").mkdir(parents=True)
+
+    ws.sim.put_batches({"batch_a": terminal("completed")})
+    result = subprocess.run(
+        ws.command("apply", str(ws.job_dir)),
+        cwd=elsewhere,
+        env=ws.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert ws.read_status("catalogue")["status"] == "completed"
+    assert list((elsewhere / "jobs.d").iterdir()) == []
