@@ -574,7 +574,9 @@ class Cycle:
             and trigger.state == "rejected"
             and trigger.keboola_message
         ):
-            problems.append(f"Keboola rejected the trigger: {trigger.keboola_message}")
+            # A trigger never sent (attempts 0) was seeded by an import.
+            prefix = "Keboola rejected the trigger: " if trigger.attempts else ""
+            problems.append(prefix + trigger.keboola_message)
         if (
             trigger is not None
             and trigger.state == "unknown"

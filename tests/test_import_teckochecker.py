@@ -839,6 +839,8 @@ def test_import_then_apply_triggers_once(
         assert polled(sim, "batch_en_a") == 0
         assert status["finished-run"]["status"] == "completed_with_failures"
         assert status["rejected-run"]["status"] == "failed"
+        rejected_error = status["rejected-run"]["error"]["message"]
+        assert rejected_error.startswith("the original TeckoChecker recorded")
         assert polled(sim, "batch_done_a") == 0
     else:
         assert status["done"]["status"] == "completed"
