@@ -27,7 +27,7 @@ from reconciler import failpoints, status_files
 from reconciler.catalog import Endpoints, endpoints_for, load_directory
 from reconciler.errors import HostNotAllowedError, SecretError
 from reconciler.http_pool import HttpPool, Transport
-from reconciler.jobstate import all_terminal, derive_status
+from reconciler.jobstate import all_terminal, derive_status, job_problems
 from reconciler.keboola_api import KeboolaClient
 from reconciler.openai_api import Batch
 from reconciler.plan import Change, Plan, make_plan
@@ -42,8 +42,6 @@ from reconciler.timeutil import from_iso, from_unix, to_iso, utc_now
 from reconciler.trigger import Target, TriggerProtocol
 
 log = logging.getLogger(__name__)
-
-KEBOOLA_FAILURES = frozenset({"error", "cancelled", "terminated"})
 
 
 @dataclass
@@ -565,42 +563,14 @@ class Cycle:
             batches=batches,
             trigger=trigger,
         )
-        problems = []
-        if row.file_error:
-            problems.append(row.file_error)
-        problems.extend(job.problems)
-        if (
-            trigger is not None
-            and trigger.state == "rejected"
-            and trigger.keboola_message
-        ):
-            # A trigger never sent (attempts 0) was seeded by an import.
-            prefix = "Keboola rejected the trigger: " if trigger.attempts else ""
-            problems.append(prefix + trigger.keboola_message)
-        if (
-            trigger is not None
-            and trigger.state == "unknown"
-            and trigger.last_error
-            and not job.problems
-        ):
-            problems.append(trigger.last_error)
-        if (
-            trigger is not None
-            and trigger.keboola_finished
-            and trigger.keboola_status in KEBOOLA_FAILURES
-        ):
-            detail = f": {trigger.keboola_message}" if trigger.keboola_message else ""
-            problems.append(
-                f"Keboola job {trigger.keboola_job_id} ended with status "
-                f"{trigger.keboola_status}{detail}"
-            )
-        failing = [b for b in batches if b.error]
-        if failing and status not in ("completed", "completed_with_failures"):
-            ids = ", ".join(b.batch_id for b in failing)
-            problems.append(
-                f"{len(failing)} batch(es) cannot be polled ({ids}); see their errors"
-            )
-        message = _dedupe_join(problems)
+        problems = job_problems(
+            file_error=row.file_error,
+            cycle_problems=job.problems,
+            status=status,
+            batches=batches,
+            trigger=trigger,
+        )
+        message = "\n".join(problems) or None
         since = (
             row.error_since
             if message and message == row.error_message
@@ -680,11 +650,6 @@ def _target(spec: JobSpec, endpoints: Endpoints) -> Target:
         component_id=spec.keboola.component_id,
         configuration_id=spec.keboola.configuration_id,
     )
-
-
-def _dedupe_join(problems: list[str]) -> str | None:
-    unique = list(dict.fromkeys(p for p in problems if p))
-    return "\n".join(unique) if unique else None
 
 
 @contextmanager

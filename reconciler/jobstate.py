@@ -65,3 +65,56 @@ def derive_status(
     if trigger is not None and trigger.state == "rejected":
         return "failed"
     return "active"
+
+
+KEBOOLA_FAILURES = frozenset({"error", "cancelled", "terminated"})
+
+
+def job_problems(
+    *,
+    file_error: str | None,
+    cycle_problems: Sequence[str],
+    status: str,
+    batches: Sequence[BatchRow],
+    trigger: TriggerRow | None,
+) -> list[str]:
+    """Return the problems to show as a job's error, most pressing first.
+
+    Args:
+        file_error: the job file's validation error, if any.
+        cycle_problems: problems this cycle met (a missing secret, a host
+            that is not allowed, a trigger that could not be sent).
+        status: the job's status, from ``derive_status``.
+        batches: the job's batches.
+        trigger: the job's current trigger, if any.
+    """
+    problems = [file_error] if file_error else []
+    problems.extend(cycle_problems)
+    if trigger is not None and trigger.state == "rejected" and trigger.keboola_message:
+        # A trigger never sent (attempts 0) was seeded by an import.
+        prefix = "Keboola rejected the trigger: " if trigger.attempts else ""
+        problems.append(prefix + trigger.keboola_message)
+    if (
+        trigger is not None
+        and trigger.state == "unknown"
+        and trigger.last_error
+        and not cycle_problems
+    ):
+        problems.append(trigger.last_error)
+    if (
+        trigger is not None
+        and trigger.keboola_finished
+        and trigger.keboola_status in KEBOOLA_FAILURES
+    ):
+        detail = f": {trigger.keboola_message}" if trigger.keboola_message else ""
+        problems.append(
+            f"Keboola job {trigger.keboola_job_id} ended with status "
+            f"{trigger.keboola_status}{detail}"
+        )
+    failing = [b for b in batches if b.error]
+    if failing and status not in ("completed", "completed_with_failures"):
+        ids = ", ".join(b.batch_id for b in failing)
+        problems.append(
+            f"{len(failing)} batch(es) cannot be polled ({ids}); see their errors"
+        )
+    return list(dict.fromkeys(p for p in problems if p))
