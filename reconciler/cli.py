@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from reconciler import __version__
+from reconciler import cli_common as common
 from reconciler.errors import JobFileError, TCError
 
 if TYPE_CHECKING:
@@ -37,24 +37,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Off a terminal (a pipe, a CI log) rich would wrap tables at 80 columns;
-# a wide fixed width keeps one job per line, as kubectl does.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+out, err = common.out, common.err
 
 DEFAULT_JOB_DIR = Path("jobs.d")
 
 JobDir = Annotated[
     Path, typer.Argument(help="Directory of job files.", show_default=True)
 ]
-StateDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--state-dir",
-        help="Directory of the state database (env TC_STATE_DIR; default .tc).",
-        show_default=False,
-    ),
-]
+StateDir = common.StateDir
 Concurrency = Annotated[
     int | None,
     typer.Option(
@@ -98,18 +88,10 @@ def _main(
 def _settings(
     state_dir: Path | None = None, concurrency: int | None = None
 ) -> Settings:
-    from reconciler.settings import Settings
-
-    try:
-        settings = Settings.from_env()
-    except TCError as error:
-        _fail(str(error))
-    return settings.with_overrides(state_dir=state_dir, concurrency=concurrency)
+    return common.load_settings(state_dir).with_overrides(concurrency=concurrency)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]Error:[/red] {escape(message)}")
-    raise typer.Exit(code)
+_fail = common.fail
 
 
 def _logging(level: str, fmt: str) -> None:
@@ -179,7 +161,10 @@ def diff(
     ] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Print the plan; exit 0 without differences, 1 with differences, 2 on error."""
+    """Print the plan; exit 0 without differences, 1 with, 2 on error.
+
+    An invalid job file is an error (exit 2), also when its job is unchanged.
+    """
     from reconciler import service
 
     settings = _settings(state_dir)
@@ -189,6 +174,8 @@ def diff(
         _fail(str(error), code=2)
     _print_plan(report.plan, job_dir)
     _print_invalid(report.invalid_files)
+    if report.invalid_files:
+        raise typer.Exit(2)
     raise typer.Exit(1 if report.plan.has_changes else 0)
 
 
@@ -329,8 +316,14 @@ def _print_outcome(report: CycleReport) -> None:
             lines.append(f"[red]error:[/red] {escape(job.error)}")
         for line in lines:
             out.print(f"{escape(job.name)}: {line}")
+    for message in report.status_file_errors:
+        err.print(f"[red]Error:[/red] {escape(message)}")
+    jobs = len(report.jobs)
     written = len(report.status_files_written)
-    out.print(f"{len(report.jobs)} jobs; {written} status files written.")
+    out.print(
+        f"{jobs} job{'' if jobs == 1 else 's'}; "
+        f"{written} status file{'' if written == 1 else 's'} written."
+    )
 
 
 def _trigger_cell(trigger: dict[str, Any] | None) -> str:

@@ -1,7 +1,7 @@
-"""Console, settings and error helpers shared by the ``tc secret`` and import commands.
+"""Consoles, settings and error helpers shared by every ``tc`` command module.
 
-They mirror those of ``reconciler.cli``, which registers these commands at
-its end and so cannot be imported from them without an import cycle.
+They live apart from ``reconciler.cli``, which registers the other command
+modules at its end, so that those can import them without an import cycle.
 """
 
 from __future__ import annotations
@@ -19,10 +19,19 @@ from reconciler.errors import TCError
 if TYPE_CHECKING:
     from reconciler.settings import Settings
 
-# Off a terminal rich would wrap at 80 columns; a wide fixed width keeps
-# one entry per line.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+# Off a terminal (a pipe, a CI log) rich would wrap at 80 columns; without
+# wrapping each entry and each message stays on one line, for grep.
+out = Console(
+    highlight=False,
+    width=None if sys.stdout.isatty() else 200,
+    soft_wrap=not sys.stdout.isatty(),
+)
+err = Console(
+    stderr=True,
+    highlight=False,
+    width=None if sys.stderr.isatty() else 200,
+    soft_wrap=not sys.stderr.isatty(),
+)
 
 StateDir = Annotated[
     Path | None,

@@ -25,7 +25,7 @@ from typing import Any
 
 from reconciler import failpoints, status_files
 from reconciler.catalog import Endpoints, endpoints_for, load_directory
-from reconciler.errors import HostNotAllowedError, SecretError
+from reconciler.errors import HostNotAllowedError, SecretError, StoreError
 from reconciler.http_pool import HttpPool, Transport
 from reconciler.jobstate import all_terminal, derive_status, job_problems
 from reconciler.keboola_api import KeboolaClient
@@ -83,6 +83,7 @@ class CycleReport:
     jobs: list[JobReport] = field(default_factory=list)
     invalid_files: list[JobFile] = field(default_factory=list)
     status_files_written: list[Path] = field(default_factory=list)
+    status_file_errors: list[str] = field(default_factory=list)
     timings: dict[str, Timing] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -114,6 +115,7 @@ class CycleReport:
                 for j in self.jobs
             ],
             "status_files_written": [str(p) for p in self.status_files_written],
+            "status_file_errors": list(self.status_file_errors),
             "timings": {
                 phase: {"wall": t.wall, "cpu": t.cpu}
                 for phase, t in self.timings.items()
@@ -123,7 +125,7 @@ class CycleReport:
     @property
     def ok(self) -> bool:
         """True when all files are valid, no job has an error, nothing was held back."""
-        if self.plan.prune_blocked or self.invalid_files:
+        if self.plan.prune_blocked or self.invalid_files or self.status_file_errors:
             return False
         return all(j.error is None and j.status != "invalid" for j in self.jobs)
 
@@ -225,8 +227,17 @@ class Cycle:
             report.jobs.append(self._settle(store, job))
         store.prune_events()
         with _status_lock(self.settings.state_dir):
+            status_files.remove_stale_temporaries(self.job_dir)
             for job in jobs.values():
-                written = self._write_status_file(store, job)
+                try:
+                    written = self._write_status_file(store, job)
+                except OSError as error:
+                    # One unwritable file must not keep the others stale.
+                    path = self._status_path(job.row.name)
+                    message = f"cannot write status file {path}: {error.strerror or error}"
+                    log.error("Job %s: %s", job.row.name, message)
+                    report.status_file_errors.append(message)
+                    continue
                 if written is not None:
                     report.status_files_written.append(written)
         clock.lap("status", report)
@@ -519,6 +530,10 @@ class Cycle:
             outcome = await protocol.advance(
                 job.row.name, batches, target, queue, follow_due=follow
             )
+        except StoreError:
+            # The database is what keeps the trigger exactly once: without it
+            # no job can go on, so the cycle stops.
+            raise
         except Exception as error:  # one job must never stop the cycle
             log.exception("Unexpected error in the trigger of job %s", job.row.name)
             job.problems.append(

@@ -163,6 +163,22 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete temporary files that a killed write left in ``directory``.
+
+    Call it only while holding the lock that serialises status-file writes,
+    so that no temporary file of a running write is taken for a stale one.
+
+    Returns:
+        How many files were deleted.
+    """
+    removed = 0
+    for candidate in directory.glob(".*.status.yaml.*.tmp"):
+        candidate.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def remove(path: Path) -> bool:
     """Delete a status file; return True when there was one."""
     try:

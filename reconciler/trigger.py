@@ -21,10 +21,13 @@ that survives a kill at any point, a lost response and a second process:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -62,6 +65,8 @@ BATCH_DETAILS = "teckochecker_batches"
 SEARCH_MARGIN = timedelta(minutes=10)
 # Extra time a sender's lease lasts beyond the HTTP timeout.
 LEASE_MARGIN = timedelta(seconds=30)
+# How often a sender renews its lease; well inside LEASE_MARGIN.
+LEASE_RENEWAL = timedelta(seconds=10)
 DEFAULT_RATE_LIMIT_WAIT = 60.0
 
 
@@ -170,6 +175,33 @@ class TriggerProtocol:
             now + timedelta(seconds=self._settings.http_timeout) + LEASE_MARGIN
         )
 
+    @asynccontextmanager
+    async def _lease_kept(self, trigger_id: str) -> AsyncIterator[None]:
+        """Renew a ``sending`` trigger's lease while the block runs.
+
+        The request may wait for a free HTTP slot before it is sent, so a
+        lease fixed at the claim could run out while this process is still
+        about to send, and another process would then take the trigger for
+        lost. Renewal stops when the process dies, and the lease runs out.
+        """
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(LEASE_RENEWAL.total_seconds())
+                self._store.update_trigger(
+                    trigger_id,
+                    expect_state="sending",
+                    lease_until=self._lease(utc_now()),
+                )
+
+        renewal = asyncio.create_task(renew(), name=f"lease-{trigger_id}")
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+
     async def advance(
         self,
         job: str,
@@ -273,11 +305,12 @@ class TriggerProtocol:
         )
         failpoints.reach("trigger.sending")
         try:
-            created = await queue.create_job(
-                component_id=target["component_id"],
-                configuration_id=target["configuration_id"],
-                variables=list(trigger.parameters.items()),
-            )
+            async with self._lease_kept(trigger.id):
+                created = await queue.create_job(
+                    component_id=target["component_id"],
+                    configuration_id=target["configuration_id"],
+                    variables=list(trigger.parameters.items()),
+                )
         except OutcomeUnknownError as error:
             self._store.update_trigger(
                 trigger.id, state="unknown", lease_until=None, last_error=error.message

@@ -36,11 +36,6 @@ def _leases(ws: Workspace) -> list[float]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lease starts at the claim, but the request may wait for an HTTP "
-    "slot past the lease, so a second process sends the trigger again",
-)
 def test_lease_covers_slot_wait(workspace: StartWorkspace) -> None:
     latency = {
         "service": "keboola",

@@ -155,11 +155,6 @@ def test_parallel_first_applies_both_succeed(workspace: StartWorkspace) -> None:
         assert process.returncode == 0, f"{stdout}\n{stderr}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a StoreError inside a job's trigger step is caught as an unexpected "
-    "error and logged with its traceback instead of stopping the cycle",
-)
 def test_lock_during_trigger_step(workspace: StartWorkspace) -> None:
     lost_answer = {
         "service": "keboola",
@@ -262,11 +257,6 @@ def test_read_only_state_directory(workspace: StartWorkspace) -> None:
     _assert_untouched(ws, before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an OSError from writing a status file ends the cycle with a "
-    "traceback, and the status files after it are not written",
-)
 def test_read_only_job_directory(workspace: StartWorkspace) -> None:
     ws = workspace(scenario({f"batch_{name}": terminal() for name in JOBS}))
     for name in JOBS:
@@ -495,10 +485,6 @@ def test_killed_status_write_keeps_old(workspace: StartWorkspace) -> None:
     assert [b["id"] for b in document["batches"]] == ["batch_alpha", "batch_new"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a temporary status file left by a killed write is never removed",
-)
 def test_killed_status_write_cleaned_up(workspace: StartWorkspace) -> None:
     ws = _settled_workspace(workspace)
     _kill_status_write(ws)
