@@ -234,7 +234,8 @@ class Cycle:
                 except OSError as error:
                     # One unwritable file must not keep the others stale.
                     path = self._status_path(job.row.name)
-                    message = f"cannot write status file {path}: {error.strerror or error}"
+                    reason = error.strerror or str(error)
+                    message = f"cannot write status file {path}: {reason}"
                     log.error("Job %s: %s", job.row.name, message)
                     report.status_file_errors.append(message)
                     continue
