@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import failpoints, status_files
+from reconciler.adopt import adopt, read_status_file
 from reconciler.catalog import Endpoints, endpoints_for, load_directory
 from reconciler.errors import HostNotAllowedError, SecretError, StoreError
 from reconciler.http_pool import HttpPool, Transport
@@ -310,12 +311,28 @@ class Cycle:
                 )
             if spec is not None:
                 store.set_batch_ids(name, list(spec.batch_ids))
+            if change.action == "create" and not exists and spec is not None:
+                self._take_over_status_file(store, name, spec)
         if error:
             log.error("Job %s: job file is invalid:\n%s", name, error)
         else:
             log.info(
                 "Job %s %sd at revision %s", name, change.action, job_file.revision
             )
+
+    def _take_over_status_file(self, store: Store, name: str, spec: JobSpec) -> None:
+        """Take over what a new job's status file records (see ``adopt``)."""
+        document = read_status_file(self._status_path(name), name)
+        if document is None:
+            return
+        try:
+            target: Target | None = _target(spec, endpoints_for(spec, self.settings))
+        except HostNotAllowedError:
+            target = None
+        message = adopt(store, name, spec.batch_ids, target, document)
+        if message is not None:
+            store.add_event(name, "adopted", message)
+            log.warning("Job %s: %s", name, message)
 
     def _status_path(self, name: str) -> Path:
         return self.job_dir / f"{name}.status.yaml"

@@ -297,11 +297,6 @@ def test_full_disk_fails_cleanly(workspace: StartWorkspace) -> None:
         assert ws.status_path(name).read_bytes() == status_before[name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a new state database does not know the triggers that the status "
-    "files record, so every finished job is triggered again",
-)
 def test_lost_database_no_second_trigger(workspace: StartWorkspace) -> None:
     ws = _settled_workspace(workspace)
     ws.state_dir.rename(ws.root / "state-lost")
