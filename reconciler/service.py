@@ -150,7 +150,7 @@ def rerun(settings: Settings, name: str) -> str | None:
                 "is accepted or rejected, then rerun"
             )
             raise TCError(msg)
-        previous = store.disarm_trigger(name)
+        previous = store.disarm_trigger(name, rerun=True)
         what = f"trigger {previous} superseded" if previous else "no trigger was armed"
         store.add_event(name, "trigger", f"tc rerun: {what}; a new trigger is armed")
         return previous

@@ -41,6 +41,10 @@ SCHEMA_VERSION = 4
 BUSY_TIMEOUT_SECONDS = 10.0
 EVENTS_KEPT_PER_JOB = 200
 
+# Values of triggers.superseded: why a trigger is no longer the current one.
+SUPERSEDED_BY_CHANGE = 1  # the batch set or the Keboola target changed
+SUPERSEDED_BY_RERUN = 2  # tc rerun asked for a new trigger
+
 GITIGNORE_TEXT = (
     "# Created by TeckoChecker: the state directory is never committed.\n*\n"
 )
@@ -111,7 +115,7 @@ class TriggerRow:
     keboola_checked_at: str | None
     parameters: dict[str, str]
     last_error: str | None
-    superseded: bool
+    superseded: int  # 0 when current or never superseded; see SUPERSEDED_BY_*
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class SecretRow:
 
 
 _JSON_COLUMNS = {"spec", "request_counts", "batch_ids", "target", "parameters"}
-_BOOL_COLUMNS = {"keboola_finished", "superseded"}
+_BOOL_COLUMNS = {"keboola_finished"}
 
 
 def _row_to(cls: type[Any], row: dict[str, Any]) -> Any:
@@ -551,6 +555,37 @@ class Store:
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         return {row["job"]: _row_to(TriggerRow, row) for row in rows}
 
+    def restorable_trigger(
+        self, job: str, batch_ids: Sequence[str], target: dict[str, str]
+    ) -> TriggerRow | None:
+        """Return the newest accepted trigger that a job file change superseded
+        and that went to this batch set and target, or None."""
+        rows = self._select(
+            "triggers",
+            "job = ? AND superseded = ? AND state = 'accepted'",
+            [job, SUPERSEDED_BY_CHANGE],
+            order_by="claimed_at DESC",
+        )
+        for row in rows:
+            trigger: TriggerRow = _row_to(TriggerRow, row)
+            if set(trigger.batch_ids) == set(batch_ids) and trigger.target == target:
+                return trigger
+        return None
+
+    def restore_trigger(self, job: str, trigger_id: str) -> bool:
+        """Make a superseded trigger the job's current one again, if it has none.
+
+        Returns:
+            True when the trigger was restored.
+        """
+        with self.transaction():
+            row = self.job(job)
+            if row is None or row.trigger_id is not None:
+                return False
+            self._update("triggers", "id = ?", [trigger_id], {"superseded": 0})
+            self.update_job(job, trigger_id=trigger_id, trigger_not_before=None)
+            return True
+
     def claim_trigger(self, job: str, trigger: dict[str, Any]) -> bool:
         """Record ``trigger`` as the job's current one, unless the job has one.
 
@@ -593,8 +628,13 @@ class Store:
             if row is not None and row.trigger_id == trigger_id:
                 self.update_job(job, trigger_id=None, trigger_not_before=not_before)
 
-    def disarm_trigger(self, job: str) -> str | None:
+    def disarm_trigger(self, job: str, *, rerun: bool = False) -> str | None:
         """Mark the job's current trigger superseded so a new one can be claimed.
+
+        Args:
+            job: the job name.
+            rerun: the trigger is superseded on request (``tc rerun``), so it
+                is never restored by ``restore_trigger``.
 
         Returns:
             The superseded trigger's id, or None when the job had none.
@@ -603,7 +643,10 @@ class Store:
             row = self.job(job)
             if row is None or row.trigger_id is None:
                 return None
-            self.db.table("triggers").update(row.trigger_id, {"superseded": 1})
+            superseded = SUPERSEDED_BY_RERUN if rerun else SUPERSEDED_BY_CHANGE
+            self._update(
+                "triggers", "id = ?", [row.trigger_id], {"superseded": superseded}
+            )
             self.update_job(job, trigger_id=None, trigger_not_before=None)
             return row.trigger_id
 

@@ -266,6 +266,17 @@ class TriggerProtocol:
             return Outcome(
                 error=f"Keboola rate-limited the trigger; next try at {wait_until}"
             )
+        batch_ids = [b.batch_id for b in batches]
+        earlier = self._store.restorable_trigger(job, batch_ids, target.as_dict())
+        if earlier is not None and self._store.restore_trigger(job, earlier.id):
+            # The file went back to a batch set that was already triggered.
+            message = (
+                f"batch set and target are those of trigger {earlier.id} "
+                f"(Keboola job {earlier.keboola_job_id}) again; nothing is sent"
+            )
+            self._store.add_event(job, "trigger", message)
+            log.info("Job %s: %s", job, message)
+            return Outcome(message=message)
         trigger_id = new_trigger_id()
         variables = build_variables(job, trigger_id, batches)
         claimed = self._store.claim_trigger(
@@ -273,7 +284,7 @@ class TriggerProtocol:
             {
                 "id": trigger_id,
                 "revision": row.spec_revision,
-                "batch_ids": [b.batch_id for b in batches],
+                "batch_ids": batch_ids,
                 "target": target.as_dict(),
                 "state": "sending",
                 "claimed_at": to_iso(now),

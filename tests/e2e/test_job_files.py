@@ -313,3 +313,35 @@ def test_schema_lists_job_fields(workspace: Start) -> None:
     assert "batch_ids" in schema["properties"]
     assert "openai" in schema["properties"]
     assert "keboola" in schema["properties"]
+
+
+def test_reverted_batch_set_not_triggered_again(workspace: Start) -> None:
+    ws = workspace(
+        scenario({"batch_a": terminal("completed"), "batch_typo": running()})
+    )
+    ws.write_job("catalogue", ["batch_a"])
+    ws.apply()
+    ws.write_job("catalogue", ["batch_a", "batch_typo"])
+    ws.apply()
+    ws.write_job("catalogue", ["batch_a"])
+
+    result = ws.apply()
+
+    assert result.returncode == 0, result.stderr
+    assert len(ws.sim.keboola_jobs_of("catalogue")) == 1
+    status = ws.read_status("catalogue")
+    assert status["status"] == "completed"
+    assert status["trigger"]["state"] == "accepted"
+
+
+def test_rerun_triggers_same_set_again(workspace: Start) -> None:
+    ws = workspace(scenario({"batch_a": terminal("completed")}))
+    ws.write_job("catalogue", ["batch_a"])
+    ws.apply()
+
+    rerun = ws.tc("rerun", "catalogue")
+    result = ws.apply()
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert result.returncode == 0, result.stderr
+    assert len(ws.sim.keboola_jobs_of("catalogue")) == 2

@@ -32,12 +32,14 @@ from typing import Any
 import pytest
 from reliability_support import (
     HTTP_TIMEOUT,
+    JOB_NAME_VARIABLE,
     LEASE_MARGIN_SECONDS,
     STATUS_FILE_KEYS,
     Run,
     Workspace,
     scenario,
     terminal,
+    variables_of,
 )
 
 from reconciler.simulator import Simulator
@@ -75,6 +77,7 @@ class Lane:
     claimed_before_restart: set[str] = field(default_factory=set)
     posts_before_restart: int = 0
     posts_after_restart: int = 0
+    created_by_restart: list[str] = field(default_factory=list)
     second_kill: str | None = None
 
     @property
@@ -125,8 +128,14 @@ def _crash_and_recover(lane: Lane, slots: threading.Semaphore) -> None:
         lane.runs.append(lane.workspace.apply(failpoint=lane.failpoint))
         lane.claimed_before_restart = set(lane.workspace.triggers())
         lane.posts_before_restart = lane.workspace.count("keboola", "POST", "^/jobs$")
+        known = {record["id"] for record in lane.workspace.sim.keboola_jobs()}
         lane.runs.append(lane.workspace.apply(failpoint=lane.second_kill))
         lane.posts_after_restart = lane.workspace.count("keboola", "POST", "^/jobs$")
+        lane.created_by_restart = [
+            variables_of(record)[JOB_NAME_VARIABLE]
+            for record in lane.workspace.sim.keboola_jobs()
+            if record["id"] not in known
+        ]
     wait = _latest_lease(lane) - time.time() + 0.5
     if wait > 0:
         time.sleep(wait)
@@ -196,8 +205,12 @@ def test_crash_loop_lease_respected(lanes: list[Lane]) -> None:
         assert both < HTTP_TIMEOUT + LEASE_MARGIN_SECONDS, lane.name
         unclaimed = JOBS - len(lane.claimed_before_restart)
         sent = lane.posts_after_restart - lane.posts_before_restart
+        leased = set(lane.created_by_restart) & lane.claimed_before_restart
 
-        assert sent == unclaimed, lane.name
+        assert leased == set(), lane.name
+        # A request that times out on a loaded machine may leave its claim to
+        # a later run, so the restart sends at most the unclaimed triggers.
+        assert sent <= unclaimed, lane.name
 
 
 def test_crash_loop_every_job_settles(lanes: list[Lane]) -> None:

@@ -36,8 +36,8 @@ from reconciler.simulator import Simulator
 BYSTANDER = "bystander"
 # Longer than the latency fault below, so that its job is created before the
 # grace period ends and no second trigger is sent.
-GRACE_SECONDS = 5
-TRIGGER_LATENCY = 2
+GRACE_SECONDS = 6
+TRIGGER_LATENCY = 3
 MAX_CYCLES = 12
 
 

@@ -1,21 +1,22 @@
-"""A trigger lease that runs out while its request still waits to be sent.
+"""A trigger whose request waits long for an HTTP slot keeps its lease.
 
-A claim's lease lasts ``http_timeout + 30 s`` from the claim. All triggers of
-a cycle are claimed at once, but their requests then queue for the HTTP
-pool's concurrency slots, and that wait does not count towards the timeout.
-When Keboola responds slowly, the last requests leave after their leases have
-run out, and a second process that looks at that moment takes the claims
-over, finds nothing in the job search and sends the triggers again.
+All triggers of a cycle are claimed at once, but their requests then queue
+for the HTTP pool's concurrency slots. When Keboola responds slowly, the last
+requests leave more than ``http_timeout + 30 s`` after their claims. A second
+process that looks once the first leases would have run out must still leave
+those claims alone, or it finds nothing in the job search and sends the
+triggers again.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
 
 import pytest
-from reliability_support import Workspace, scenario, terminal
+from reliability_support import LEASE_MARGIN_SECONDS, Workspace, scenario, terminal
 
 StartWorkspace = Callable[..., Workspace]
 
@@ -28,11 +29,14 @@ POST_LATENCY = 1.5
 JOBS = 24
 
 
-def _leases(ws: Workspace) -> list[float]:
+def _claim_times(ws: Workspace) -> list[float]:
+    """Return when each trigger was claimed, none before the schema exists."""
+    try:
+        triggers = ws.triggers()
+    except (FileNotFoundError, sqlite3.OperationalError):
+        return []
     return [
-        datetime.fromisoformat(t["lease_until"]).timestamp()
-        for t in ws.triggers().values()
-        if t["state"] == "sending" and t["lease_until"]
+        datetime.fromisoformat(t["claimed_at"]).timestamp() for t in triggers.values()
     ]
 
 
@@ -57,10 +61,13 @@ def test_lease_covers_slot_wait(workspace: StartWorkspace) -> None:
 
     first = ws.start_apply()
     deadline = time.monotonic() + 30
-    while not ws.database.exists() or len(_leases(ws)) < JOBS:
+    while len(_claim_times(ws)) < JOBS:
         assert time.monotonic() < deadline, "the first tc apply claimed nothing"
         time.sleep(0.2)
-    time.sleep(max(min(_leases(ws)) - time.time(), 0) + 0.3)
+    # Start the second process once the first leases, counted from the
+    # claims, would have run out.
+    first_lease_end = min(_claim_times(ws)) + HTTP_TIMEOUT + LEASE_MARGIN_SECONDS
+    time.sleep(max(first_lease_end - time.time(), 0) + 0.3)
     second = ws.apply()
     first.communicate(timeout=120)
 
