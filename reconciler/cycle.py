@@ -313,9 +313,8 @@ class Cycle:
                 store.set_batch_ids(name, list(spec.batch_ids))
             if change.action == "create" and not exists and spec is not None:
                 self._take_over_status_file(store, name, spec)
-        if error:
-            log.error("Job %s: job file is invalid:\n%s", name, error)
-        else:
+        # An invalid file becomes the job's error, which _settle logs once.
+        if not error:
             log.info(
                 "Job %s %sd at revision %s", name, change.action, job_file.revision
             )

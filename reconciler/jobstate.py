@@ -89,7 +89,9 @@ def job_problems(
         trigger: the job's current trigger, if any.
     """
     problems = [file_error] if file_error else []
-    problems.extend(cycle_problems)
+    # The last valid spec may meet the problem that made the file invalid
+    # (a host no longer allowed): say it once.
+    problems.extend(p for p in cycle_problems if not (file_error and p in file_error))
     if trigger is not None and trigger.state == "rejected" and trigger.keboola_message:
         # A trigger never sent (attempts 0) was seeded by an import.
         prefix = "Keboola rejected the trigger: " if trigger.attempts else ""

@@ -15,10 +15,18 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
 
 # The quick-start job files name these variables; the simulator accepts
-# exactly these values. The loopback host must be allowed explicitly.
+# exactly these values.
 export TC_QUICKSTART_OPENAI_KEY=sk-sim-quickstart
 export TC_QUICKSTART_KEBOOLA_TOKEN=sim-quickstart-token
-export TC_ALLOWED_HOSTS=127.0.0.1
+
+# Tokens go to a loopback host only when the operator allows it. Allowing it
+# in the state directory's settings file, rather than for this script alone,
+# lets `tc status`, `tc diff` and `tc validate` work on jobs.d afterwards.
+mkdir -p .tc
+if [ ! -e .tc/settings.yaml ]; then
+    printf '# Written by scripts/quickstart.sh for the simulator.\nallowed_hosts: [127.0.0.1]\n' \
+        > .tc/settings.yaml
+fi
 
 work=$(mktemp -d)
 port_file=$work/port

@@ -154,3 +154,14 @@ def test_problems_deduplicated() -> None:
         trigger=None,
     )
     assert problems == ["same"]
+
+
+def test_problems_repeat_of_file_error_dropped() -> None:
+    problems = job_problems(
+        file_error="jobs.d/j.yaml: host 127.0.0.1 is not allowed",
+        cycle_problems=["host 127.0.0.1 is not allowed", "other"],
+        status="invalid",
+        batches=[],
+        trigger=None,
+    )
+    assert problems == ["jobs.d/j.yaml: host 127.0.0.1 is not allowed", "other"]
