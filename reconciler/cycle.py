@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class JobReport:
-    """What a cycle did to one job, for the command's output."""
+    """The outcome of one cycle for one job, for the command's output."""
 
     name: str
     status: str

@@ -90,7 +90,7 @@ class KeboolaQueue(Protocol):
 
 @dataclass(frozen=True)
 class Target:
-    """Where a job's trigger goes."""
+    """The Keboola queue, component and configuration a trigger is sent to."""
 
     queue_url: str
     component_id: str
@@ -154,7 +154,7 @@ def new_trigger_id() -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one call of ``TriggerProtocol.advance`` did, for the cycle report.
+    """The result of one ``TriggerProtocol.advance`` call, for the cycle report.
 
     ``error`` is the problem to show on the job, or None.
     """
@@ -179,10 +179,10 @@ class TriggerProtocol:
     async def _lease_kept(self, trigger_id: str) -> AsyncIterator[None]:
         """Renew a ``sending`` trigger's lease while the block runs.
 
-        The request may wait for a free HTTP slot before it is sent, so a
-        lease fixed at the claim could run out while this process is still
-        about to send, and another process would then take the trigger for
-        lost. Renewal stops when the process dies, and the lease runs out.
+        The request may wait for a free HTTP slot before it is sent. A lease
+        fixed at the claim could then run out before the send, and another
+        process would take the trigger for lost. Renewal stops when the
+        process dies, so the lease still runs out after a crash.
         """
 
         async def renew() -> None:
