@@ -35,6 +35,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from reconciler.jobstate import JOB_STATUSES
+
 log = logging.getLogger(__name__)
 
 DEFAULT_STUCK_AFTER = 300.0
@@ -45,14 +47,6 @@ REQUEST_TIMEOUT = 5.0
 
 MAX_HEADER_LINES = 100
 
-JOB_STATUSES = (
-    "active",
-    "paused",
-    "completed",
-    "completed_with_failures",
-    "failed",
-    "invalid",
-)
 BATCH_STATUSES = (
     "unknown",
     "validating",
