@@ -65,6 +65,11 @@ class Row:
 
 
 def scenario_dict(batches: dict[str, Any], latency: float = 0.0) -> dict[str, Any]:
+    # Real batches have a creation time from the start; a simulated batch
+    # without one gets it at its first read, which reorders the list pages.
+    start = 1_700_000_000
+    for index, batch in enumerate(batches.values()):
+        batch.setdefault("created_at", start + index)
     scenario: dict[str, Any] = {
         "openai": {"api_keys": [OPENAI_KEY], "batches": batches},
         "keboola": {

@@ -433,6 +433,7 @@ class Cycle:
             pool,
             RetryPolicy.from_settings(self.settings),
             strategy=self.settings.poll_strategy,
+            workers=self.settings.concurrency,
         )
         results = await poller.poll(
             {

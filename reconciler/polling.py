@@ -83,14 +83,22 @@ class Poller:
         pool: the HTTP pool, whose limiter caps requests in flight.
         policy: the retry policy of each request.
         strategy: ``auto``, ``list`` or ``get``; see the module docstring.
+        workers: single GETs in flight per account; the pool's limiter caps
+            the total over all accounts.
     """
 
     def __init__(
-        self, pool: HttpPool, policy: RetryPolicy, strategy: Strategy = "auto"
+        self,
+        pool: HttpPool,
+        policy: RetryPolicy,
+        strategy: Strategy = "auto",
+        *,
+        workers: int = 10,
     ) -> None:
         self._pool = pool
         self._policy = policy
         self._strategy = strategy
+        self._workers = max(1, workers)
         self.requests = 0
 
     async def poll(
@@ -130,7 +138,17 @@ class Poller:
         missing = [batch_id for batch_id in wanted if batch_id not in found]
         if missing:
             log.info("Polling %d batches one by one", len(missing))
-            await asyncio.gather(*(self._fetch(client, b, found) for b in missing))
+            # A few workers share one iterator: ten thousand coroutines each
+            # holding its request and retry state cost about 10 KB per batch.
+            pending = iter(missing)
+
+            async def work() -> None:
+                for batch_id in pending:
+                    await self._fetch(client, batch_id, found)
+
+            await asyncio.gather(
+                *(work() for _ in range(min(self._workers, len(missing))))
+            )
         return found
 
     async def _page(
