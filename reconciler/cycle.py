@@ -549,8 +549,8 @@ class Cycle:
                 job.row.name, batches, target, queue, follow_due=follow
             )
         except StoreError:
-            # The database is what keeps the trigger exactly once: without it
-            # no job can go on, so the cycle stops.
+            # Without the database no trigger can be claimed safely, so the
+            # cycle stops instead of going on with the other jobs.
             raise
         except Exception as error:  # one job must never stop the cycle
             log.exception("Unexpected error in the trigger of job %s", job.row.name)

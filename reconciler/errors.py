@@ -8,7 +8,7 @@ Every error the package raises on purpose derives from ``TCError``::
     ├── SecretError             a secret reference that cannot be resolved
     ├── HostNotAllowedError     a token would be sent to a host not allowed
     ├── StoreError              the state database cannot be opened or written
-    └── ApiError                an HTTP API answered with an error or not at all
+    └── ApiError                an HTTP API responded with an error or not at all
         ├── TransientApiError   worth retrying: 429, 5xx, transport, bad body
         │   └── OutcomeUnknownError  a create request whose result is unknown
         └── PermanentApiError   not worth retrying now: other 4xx
@@ -77,7 +77,7 @@ class StoreError(TCError):
 
 
 class ApiError(TCError):
-    """An HTTP API answered with an error, or did not answer.
+    """An HTTP API responded with an error, or did not respond.
 
     Attributes:
         service: ``"openai"`` or ``"keboola"``.
@@ -120,7 +120,7 @@ class TransientApiError(ApiError):
 class OutcomeUnknownError(TransientApiError):
     """A create request that may or may not have taken effect on the server.
 
-    Raised for a timeout, a dropped connection or a 5xx answer to a request
+    Raised for a timeout, a dropped connection or a 5xx response to a request
     that creates something, so the caller must look before sending it again.
     """
 

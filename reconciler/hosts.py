@@ -1,4 +1,4 @@
-"""Where a request goes, and whether a token may be sent there.
+"""The host of each request, and the check that a token may be sent there.
 
 A job file decides where its tokens are sent, and anyone who can commit a job
 file could point one at their own server. Every request's base URL is chosen

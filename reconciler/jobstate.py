@@ -90,7 +90,7 @@ def job_problems(
     """
     problems = [file_error] if file_error else []
     # The last valid spec may meet the problem that made the file invalid
-    # (a host no longer allowed): say it once.
+    # (a host no longer allowed), so that problem is reported once.
     problems.extend(p for p in cycle_problems if not (file_error and p in file_error))
     if trigger is not None and trigger.state == "rejected" and trigger.keboola_message:
         # A trigger never sent (attempts 0) was seeded by an import.

@@ -61,5 +61,5 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(LEVELS[level.lower()])
     # httpx logs every request at INFO; the adapters log what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # stamina logs each retry too; the adapters' own retry lines say more.
+    # stamina logs each retry too; the adapters' own retry lines give more detail.
     logging.getLogger("stamina").setLevel(logging.ERROR)

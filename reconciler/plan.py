@@ -19,7 +19,7 @@ Action = Literal["create", "update", "delete", "noop"]
 
 @dataclass(frozen=True)
 class Change:
-    """What applying the plan does to one job.
+    """The planned change to one job.
 
     Attributes:
         action: ``create``, ``update``, ``delete`` or ``noop``.

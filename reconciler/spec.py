@@ -593,7 +593,7 @@ def load_job_file(
 
     Args:
         path: the job file.
-        max_batch_ids: the most batch ids a job may list.
+        max_batch_ids: the maximum number of batch ids a job may list.
         known: job name to (revision, spec as JSON data) of files that were
             valid before. A file whose bytes still have that revision is not
             parsed again: parsing YAML is most of the cost of a quiet cycle.

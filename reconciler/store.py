@@ -258,7 +258,7 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
 
 # Migration n turns a database of schema version n - 1 into version n.
 def _migrate_to_3(db: sqlite_utils.Database) -> None:
-    # A batch's creation time tells list-mode polling where to stop paging.
+    # List-mode polling stops paging once past a batch's creation time.
     db.table("batches").add_column("created_at", int)
 
 

@@ -7,7 +7,7 @@ that survives a kill at any point, a lost response and a second process:
    is one write transaction, so only one process wins it, and it holds a
    lease while that process sends.
 2. The request carries a unique trigger id as an extra variable.
-3. A 2xx answer is ``accepted``; a 4xx other than 429 is ``rejected``; a 429
+3. A 2xx response is ``accepted``; a 4xx other than 429 is ``rejected``; a 429
    means Keboola created nothing, so the claim is released and a new one is
    made after ``Retry-After``.
 4. A timeout, a dropped connection, a 5xx, or a ``sending`` claim whose lease
