@@ -90,7 +90,7 @@ def test_defaults_reach_core(
         pytest.param(["--http", ":9102"], "write HOST:PORT", id="http-no-host"),
         pytest.param(["--http", "x:99999"], "invalid port", id="http-port"),
         pytest.param(["--git-author", "bot"], "'Name <email>'", id="author"),
-        pytest.param(["--git-pull", "0"], "greater than or equal to 1", id="pull-zero"),
+        pytest.param(["--git-pull", "0"], "not in the range x>=1", id="pull-zero"),
         pytest.param(["--log-format", "xml"], "unknown log format", id="log-format"),
     ],
 )
