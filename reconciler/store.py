@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_SECONDS = 10.0
 EVENTS_KEPT_PER_JOB = 200
+# The meta key of the fingerprint that lets a cycle be skipped (``settled``).
+SETTLED_KEY = "settled_fingerprint"
 
 # Values of triggers.superseded: why a trigger is no longer the current one.
 SUPERSEDED_BY_CHANGE = 1  # the batch set or the Keboola target changed
@@ -147,16 +149,57 @@ _JSON_COLUMNS = {"spec", "request_counts", "batch_ids", "target", "parameters"}
 _BOOL_COLUMNS = {"keboola_finished"}
 
 
-def _row_to(cls: type[Any], row: dict[str, Any]) -> Any:
-    values = {}
-    for f in fields(cls):
-        value = row.get(f.name)
-        if f.name in _JSON_COLUMNS and value is not None:
-            value = json.loads(value)
-        if f.name in _BOOL_COLUMNS:
-            value = bool(value)
-        values[f.name] = value
-    return cls(**values)
+@dataclass(frozen=True)
+class _Reader:
+    """How the rows of one table become instances of its row class.
+
+    ``columns`` names the table's columns in the order of the class's
+    fields, so that each fetched tuple becomes an instance positionally;
+    ``conversions`` holds (position, True) for a JSON column and
+    (position, False) for a boolean one.
+    """
+
+    table: str
+    columns: str
+    conversions: tuple[tuple[int, bool], ...]
+
+
+def _reader(cls: type[Any], table: str) -> _Reader:
+    names = [f.name for f in fields(cls)]
+    conversions = tuple(
+        (i, name in _JSON_COLUMNS)
+        for i, name in enumerate(names)
+        if name in _JSON_COLUMNS or name in _BOOL_COLUMNS
+    )
+    columns = ", ".join(f"{table}.{name}" for name in names)
+    return _Reader(table, columns, conversions)
+
+
+_READERS = {
+    cls: _reader(cls, table)
+    for cls, table in (
+        (JobRow, "jobs"),
+        (BatchRow, "batches"),
+        (TriggerRow, "triggers"),
+        (EventRow, "events"),
+        (SecretRow, "secrets"),
+    )
+}
+
+
+def _rows_to(cls: type[Any], rows: Iterable[Sequence[Any]]) -> list[Any]:
+    conversions = _READERS[cls].conversions
+    result = []
+    for row in rows:
+        values = list(row)
+        for position, is_json in conversions:
+            value = values[position]
+            if is_json:
+                values[position] = None if value is None else json.loads(value)
+            else:
+                values[position] = bool(value)
+        result.append(cls(*values))
+    return result
 
 
 def _to_columns(values: dict[str, Any]) -> dict[str, Any]:
@@ -303,25 +346,26 @@ class Store:
             self._db = sqlite_utils.Database(self._conn)
         return self._db
 
-    def _select(
+    def _fetch(
         self,
-        table: str,
+        cls: type[Any],
         where: str | None = None,
         params: Sequence[Any] = (),
         *,
+        join: str = "",
         order_by: str | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        sql = f"SELECT * FROM {table}"
+    ) -> list[Any]:
+        """Read rows of ``cls``'s table as instances of ``cls``."""
+        reader = _READERS[cls]
+        sql = f"SELECT {reader.columns} FROM {reader.table} {join}"
         if where:
             sql += f" WHERE {where}"
         if order_by:
             sql += f" ORDER BY {order_by}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        cursor = self._conn.execute(sql, list(params))
-        names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return _rows_to(cls, self._conn.execute(sql, list(params)).fetchall())
 
     def _table_exists(self, table: str) -> bool:
         row = self._conn.execute(
@@ -443,11 +487,29 @@ class Store:
                 log.info("State database migrated to schema version %d", target)
 
     def _meta(self, key: str) -> str | None:
-        rows = self._select("meta", "key = ?", [key])
-        return str(rows[0]["value"]) if rows else None
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE key = ?", [key]
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def _set_meta(self, key: str, value: str) -> None:
         self.db.table("meta").upsert({"key": key, "value": value}, pk="key")
+
+    def settled_fingerprint(self) -> str | None:
+        """Return the fingerprint of the last cycle that left nothing to do."""
+        return self._meta(SETTLED_KEY)
+
+    def set_settled_fingerprint(self, fingerprint: str | None) -> None:
+        """Record the fingerprint of a settled cycle, or clear it with None."""
+        with self.transaction():
+            if fingerprint is None:
+                self._conn.execute("DELETE FROM meta WHERE key = ?", [SETTLED_KEY])
+            else:
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [SETTLED_KEY, fingerprint],
+                )
 
     @property
     def schema_version(self) -> int:
@@ -458,13 +520,12 @@ class Store:
 
     def jobs(self) -> dict[str, JobRow]:
         """Return every job, by name."""
-        rows = self._select("jobs", order_by="name")
-        return {row["name"]: _row_to(JobRow, row) for row in rows}
+        return {row.name: row for row in self._fetch(JobRow, order_by="name")}
 
     def job(self, name: str) -> JobRow | None:
         """Return one job, or None."""
-        rows = self._select("jobs", "name = ?", [name])
-        return _row_to(JobRow, rows[0]) if rows else None
+        rows = self._fetch(JobRow, "name = ?", [name])
+        return rows[0] if rows else None
 
     def insert_job(self, name: str, **values: Any) -> None:
         """Insert a new job row."""
@@ -501,19 +562,21 @@ class Store:
 
     def batches(self, job: str) -> list[BatchRow]:
         """Return a job's batches in job-file order."""
-        rows = self._select("batches", "job = ?", [job], order_by="position")
-        return [_row_to(BatchRow, row) for row in rows]
+        rows: list[BatchRow] = self._fetch(
+            BatchRow, "job = ?", [job], order_by="position"
+        )
+        return rows
 
     def batch(self, job: str, batch_id: str) -> BatchRow | None:
         """Return one batch of one job, or None."""
-        rows = self._select("batches", "job = ? AND batch_id = ?", [job, batch_id])
-        return _row_to(BatchRow, rows[0]) if rows else None
+        rows = self._fetch(BatchRow, "job = ? AND batch_id = ?", [job, batch_id])
+        return rows[0] if rows else None
 
     def all_batches(self) -> dict[str, list[BatchRow]]:
         """Return every job's batches, by job name, each list in job-file order."""
         result: dict[str, list[BatchRow]] = {}
-        for row in self._select("batches", order_by="job, position"):
-            result.setdefault(row["job"], []).append(_row_to(BatchRow, row))
+        for row in self._fetch(BatchRow, order_by="job, position"):
+            result.setdefault(row.job, []).append(row)
         return result
 
     def set_batch_ids(self, job: str, batch_ids: list[str]) -> None:
@@ -543,31 +606,28 @@ class Store:
 
     def trigger(self, trigger_id: str) -> TriggerRow | None:
         """Return one trigger, or None."""
-        rows = self._select("triggers", "id = ?", [trigger_id])
-        return _row_to(TriggerRow, rows[0]) if rows else None
+        rows = self._fetch(TriggerRow, "id = ?", [trigger_id])
+        return rows[0] if rows else None
 
     def current_triggers(self) -> dict[str, TriggerRow]:
         """Return each job's current trigger, by job name, in one query."""
-        cursor = self._conn.execute(
-            "SELECT triggers.* FROM triggers JOIN jobs ON jobs.trigger_id = triggers.id"
+        rows = self._fetch(
+            TriggerRow, join="JOIN jobs ON jobs.trigger_id = triggers.id"
         )
-        names = [column[0] for column in cursor.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        return {row["job"]: _row_to(TriggerRow, row) for row in rows}
+        return {row.job: row for row in rows}
 
     def restorable_trigger(
         self, job: str, batch_ids: Sequence[str], target: dict[str, str]
     ) -> TriggerRow | None:
         """Return the newest accepted trigger that a job file change superseded
         and that went to this batch set and target, or None."""
-        rows = self._select(
-            "triggers",
+        rows: list[TriggerRow] = self._fetch(
+            TriggerRow,
             "job = ? AND superseded = ? AND state = 'accepted'",
             [job, SUPERSEDED_BY_CHANGE],
             order_by="claimed_at DESC",
         )
-        for row in rows:
-            trigger: TriggerRow = _row_to(TriggerRow, row)
+        for trigger in rows:
             if set(trigger.batch_ids) == set(batch_ids) and trigger.target == target:
                 return trigger
         return None
@@ -674,8 +734,8 @@ class Store:
 
     def events(self, job: str, limit: int = 20) -> list[EventRow]:
         """Return a job's newest events, oldest first."""
-        rows = self._select("events", "job = ?", [job], order_by="id desc", limit=limit)
-        return [_row_to(EventRow, row) for row in reversed(rows)]
+        rows = self._fetch(EventRow, "job = ?", [job], order_by="id desc", limit=limit)
+        return list(reversed(rows))
 
     # ------------------------------------------------------------------------
     # Secrets. This section stores and returns ciphertexts only; the
@@ -683,13 +743,13 @@ class Store:
 
     def secrets(self) -> list[SecretRow]:
         """Return every stored secret, sorted by name."""
-        rows = self._select("secrets", order_by="name")
-        return [_row_to(SecretRow, row) for row in rows]
+        rows: list[SecretRow] = self._fetch(SecretRow, order_by="name")
+        return rows
 
     def secret(self, name: str) -> SecretRow | None:
         """Return one stored secret, or None."""
-        rows = self._select("secrets", "name = ?", [name])
-        return _row_to(SecretRow, rows[0]) if rows else None
+        rows = self._fetch(SecretRow, "name = ?", [name])
+        return rows[0] if rows else None
 
     def put_secret(self, name: str, ciphertext: str, secret_type: str | None) -> bool:
         """Store a secret's ciphertext, replacing the one stored under ``name``.
