@@ -19,10 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import yaml
-
 from reconciler.errors import JobFileError, SettingsError
-from reconciler.yaml_loader import compose_document, find_duplicate_keys
 
 DEFAULT_STATE_DIR = Path(".tc")
 SETTINGS_FILE_NAME = "settings.yaml"
@@ -191,6 +188,12 @@ def read_settings_file(state_dir: Path) -> frozenset[str]:
         reason = getattr(error, "strerror", None) or type(error).__name__
         msg = f"settings file {path} cannot be read ({reason})"
         raise SettingsError(msg) from None
+    # Imported here: most state directories have no settings file, and
+    # `tc status` then starts without the YAML parser.
+    import yaml
+
+    from reconciler.yaml_loader import compose_document, find_duplicate_keys
+
     try:
         data = yaml.safe_load(text)
         if data is None:
