@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,16 +22,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler import failpoints, status_files
+from reconciler import failpoints, settled, status_files
 from reconciler.adopt import adopt, read_status_file
 from reconciler.catalog import Endpoints, endpoints_for, load_directory
 from reconciler.errors import HostNotAllowedError, SecretError, StoreError
 from reconciler.http_pool import HttpPool, Transport
-from reconciler.jobstate import all_terminal, derive_status, job_problems
+from reconciler.jobstate import all_terminal, derive_status, is_idle, job_problems
 from reconciler.keboola_api import KeboolaClient
 from reconciler.openai_api import Batch
-from reconciler.plan import Change, Plan, make_plan
+from reconciler.plan import Change, make_plan
 from reconciler.polling import Account, Poller, PollFailure
+from reconciler.report import CycleReport, JobReport, PhaseClock
 from reconciler.retrying import RetryPolicy
 from reconciler.secrets import SecretResolver
 from reconciler.settings import Settings
@@ -43,92 +43,6 @@ from reconciler.timeutil import from_iso, from_unix, to_iso, utc_now
 from reconciler.trigger import Target, TriggerProtocol
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class JobReport:
-    """The outcome of one cycle for one job, for the command's output."""
-
-    name: str
-    status: str
-    previous_status: str | None
-    error: str | None
-    messages: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Wall-clock and CPU seconds one phase of a cycle took."""
-
-    wall: float
-    cpu: float
-
-
-class _PhaseClock:
-    def __init__(self) -> None:
-        self._wall = time.perf_counter()
-        self._cpu = time.process_time()
-
-    def lap(self, phase: str, report: CycleReport) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        report.timings[phase] = Timing(wall - self._wall, cpu - self._cpu)
-        self._wall, self._cpu = wall, cpu
-
-
-@dataclass
-class CycleReport:
-    """The outcome of one cycle."""
-
-    plan: Plan
-    dry_run: bool
-    jobs: list[JobReport] = field(default_factory=list)
-    invalid_files: list[JobFile] = field(default_factory=list)
-    status_files_written: list[Path] = field(default_factory=list)
-    status_file_errors: list[str] = field(default_factory=list)
-    timings: dict[str, Timing] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the report as plain data, for ``tc apply -o json``."""
-        return {
-            "ok": self.ok,
-            "dry_run": self.dry_run,
-            "plan": [
-                {
-                    "action": c.action,
-                    "job": c.name,
-                    "details": list(c.details),
-                    "invalid": c.invalid,
-                }
-                for c in self.plan.changes
-            ],
-            "prune_blocked": self.plan.prune_blocked,
-            "invalid_files": [
-                {"path": str(f.path), "error": str(f.error)} for f in self.invalid_files
-            ],
-            "jobs": [
-                {
-                    "job": j.name,
-                    "status": j.status,
-                    "previous_status": j.previous_status,
-                    "error": j.error,
-                    "messages": list(j.messages),
-                }
-                for j in self.jobs
-            ],
-            "status_files_written": [str(p) for p in self.status_files_written],
-            "status_file_errors": list(self.status_file_errors),
-            "timings": {
-                phase: {"wall": t.wall, "cpu": t.cpu}
-                for phase, t in self.timings.items()
-            },
-        }
-
-    @property
-    def ok(self) -> bool:
-        """True when all files are valid, no job has an error, nothing was held back."""
-        if self.plan.prune_blocked or self.invalid_files or self.status_file_errors:
-            return False
-        return all(j.error is None and j.status != "invalid" for j in self.jobs)
 
 
 @dataclass
@@ -188,7 +102,7 @@ class Cycle:
 
     async def run(self, store: Store, *, allow_empty: bool = False) -> CycleReport:
         """Run one cycle against an open store."""
-        clock = _PhaseClock()
+        clock = PhaseClock()
         stored = store.jobs()
         known = {
             name: (row.revision, row.spec)
@@ -242,6 +156,12 @@ class Cycle:
                     continue
                 if written is not None:
                     report.status_files_written.append(written)
+            loaded = {
+                f.name: (f.path, status_path_for(f.path))
+                for f in files
+                if f.spec is not None
+            }
+            settled.record(store, self.job_dir, self.settings, report, loaded)
         clock.lap("status", report)
         return report
 
@@ -611,10 +531,7 @@ class Cycle:
         )
 
         # A job with nothing left to poll or follow has no next check.
-        settled = trigger is not None and (
-            trigger.state == "rejected" or trigger.keboola_finished
-        )
-        idle = status == "paused" or (all_terminal(batches) and settled)
+        idle = is_idle(status, batches, trigger)
         changes: dict[str, Any] = {}
         if (status, message, since) != (row.status, row.error_message, row.error_since):
             changes.update(status=status, error_message=message, error_since=since)

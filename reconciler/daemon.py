@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from reconciler import __version__
-from reconciler.cycle import Cycle, CycleReport
+from reconciler.cycle import Cycle
 from reconciler.errors import TCError
 from reconciler.gitops import GitSync, Repository, find_repository, parse_identity
 from reconciler.health import (
@@ -48,6 +48,7 @@ from reconciler.health import (
     is_loopback,
 )
 from reconciler.http_pool import Transport, observe_requests
+from reconciler.report import CycleReport
 from reconciler.schedule import Due, Snapshot, next_due
 from reconciler.secrets import SecretResolver
 from reconciler.service import resolver_for

@@ -67,6 +67,22 @@ def derive_status(
     return "active"
 
 
+def is_idle(
+    status: str, batches: Sequence[BatchRow], trigger: TriggerRow | None
+) -> bool:
+    """True when a job has nothing left to poll, send or follow.
+
+    That is a paused job, or one whose batches are all terminal and whose
+    trigger Keboola rejected, or accepted and finished running.
+    """
+    if status == "paused":
+        return True
+    settled = trigger is not None and (
+        trigger.state == "rejected" or trigger.keboola_finished
+    )
+    return settled and all_terminal(batches)
+
+
 KEBOOLA_FAILURES = frozenset({"error", "cancelled", "terminated"})
 
 

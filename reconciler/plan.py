@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from reconciler.spec import JobFile
-from reconciler.store import JobRow
+if TYPE_CHECKING:
+    from reconciler.spec import JobFile
+    from reconciler.store import JobRow
 
 Action = Literal["create", "update", "delete", "noop"]
 

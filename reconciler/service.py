@@ -7,7 +7,6 @@ tested without a terminal.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import TCError
 from reconciler.settings import Settings
+from reconciler.settled import settled_report
 from reconciler.status_files import build_document
 from reconciler.store import EventRow, Store
 
 if TYPE_CHECKING:
-    from reconciler.cycle import CycleReport
+    from reconciler.report import CycleReport
     from reconciler.secrets import SecretResolver
     from reconciler.spec import JobFile
 
-# The cycle pulls in httpx, pydantic and cryptography; the operations that
-# need it import it themselves, so `tc status` starts without them.
+# The cycle pulls in asyncio, httpx, pydantic and cryptography; the
+# operations that need it import it themselves, so `tc status` starts
+# without them.
 
 
 class UnknownJobError(TCError):
@@ -39,14 +40,25 @@ def apply(
     allow_empty: bool = False,
     due_only: bool = False,
 ) -> CycleReport:
-    """Run one cycle over ``job_dir``, or with ``dry_run`` compute its plan only."""
-    from reconciler.cycle import Cycle
+    """Run one cycle over ``job_dir``, or with ``dry_run`` compute its plan only.
 
+    A cycle whose inputs match those of the last cycle that left nothing to
+    do is not run; its report comes from the database (see ``settled``).
+    """
     if dry_run:
+        from reconciler.cycle import Cycle
+
         cycle = Cycle(job_dir, settings, due_only=due_only)
         return cycle.plan(allow_empty=allow_empty)
     store = Store.open(settings.state_dir)
     try:
+        report = settled_report(job_dir, settings, store)
+        if report is not None:
+            return report
+        import asyncio
+
+        from reconciler.cycle import Cycle
+
         cycle = Cycle(
             job_dir, settings, resolver=resolver_for(store), due_only=due_only
         )

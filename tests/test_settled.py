@@ -1,0 +1,89 @@
+"""Unit tests of the fingerprint behind the settled shortcut."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+from reconciler.settings import Settings
+from reconciler.settled import read_inputs
+from reconciler.store import Store
+
+
+def job_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "jobs.d"
+    directory.mkdir()
+    (directory / "a.yaml").write_text("batch_ids: [batch_1]\n", encoding="utf-8")
+    (directory / "a.status.yaml").write_text("job: a\n", encoding="utf-8")
+    return directory
+
+
+def fingerprint(directory: Path, settings: Settings, store: Store) -> str | None:
+    inputs = read_inputs(directory, settings, store.jobs().values())
+    return None if inputs is None else inputs.fingerprint
+
+
+def test_same_inputs_give_the_same_fingerprint(tmp_path: Path) -> None:
+    directory = job_dir(tmp_path)
+    settings = Settings(state_dir=tmp_path / "state")
+    store = Store.open(settings.state_dir)
+
+    first = fingerprint(directory, settings, store)
+
+    assert first is not None
+    assert fingerprint(directory, settings, store) == first
+
+
+def test_every_input_changes_the_fingerprint(tmp_path: Path) -> None:
+    directory = job_dir(tmp_path)
+    settings = Settings(state_dir=tmp_path / "state")
+    store = Store.open(settings.state_dir)
+    seen = {fingerprint(directory, settings, store)}
+
+    (directory / "a.yaml").write_text("batch_ids: [batch_2]\n", encoding="utf-8")
+    seen.add(fingerprint(directory, settings, store))
+    (directory / "a.status.yaml").write_text("job: b\n", encoding="utf-8")
+    seen.add(fingerprint(directory, settings, store))
+    (directory / "notes.txt").write_text("x", encoding="utf-8")
+    seen.add(fingerprint(directory, settings, store))
+    seen.add(fingerprint(directory, replace(settings, max_batch_ids=3), store))
+    hosts = frozenset({"keboola.internal.test"})
+    seen.add(fingerprint(directory, replace(settings, allowed_hosts=hosts), store))
+    store.insert_job(
+        "a", path="jobs.d/a.yaml", revision="r1", status="active", spec=None
+    )
+    seen.add(fingerprint(directory, settings, store))
+
+    assert None not in seen
+    assert len(seen) == 7
+
+
+def test_a_symbolic_link_cannot_be_vouched_for(tmp_path: Path) -> None:
+    directory = job_dir(tmp_path)
+    settings = Settings(state_dir=tmp_path / "state")
+    store = Store.open(settings.state_dir)
+    (directory / "b.yaml").symlink_to(directory / "a.yaml")
+
+    assert fingerprint(directory, settings, store) is None
+
+
+def test_a_missing_directory_cannot_be_vouched_for(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    store = Store.open(settings.state_dir)
+
+    assert fingerprint(tmp_path / "absent", settings, store) is None
+
+
+def test_file_hashes_are_reported_by_name(tmp_path: Path) -> None:
+    directory = job_dir(tmp_path)
+    (directory / "README.md").write_text("Jobs.\n", encoding="utf-8")
+    settings = Settings(state_dir=tmp_path / "state")
+    store = Store.open(settings.state_dir)
+
+    inputs = read_inputs(directory, settings, store.jobs().values())
+
+    assert inputs is not None
+    assert sorted(inputs.file_hashes) == ["a.status.yaml", "a.yaml"]
+    expected = hashlib.sha256(b"batch_ids: [batch_1]\n").hexdigest()
+    assert inputs.file_hashes["a.yaml"] == expected
