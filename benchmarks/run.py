@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -511,6 +512,19 @@ def render(rows: list[Row], command: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def compile_package() -> None:
+    """Byte-compile the reconciler package, as installing it from a wheel does.
+
+    An editable install leaves compiling to the first import, and with
+    PYTHONDONTWRITEBYTECODE set no import keeps the result: every run of tc
+    would then compile its modules again, while the floors import libraries
+    that pip compiled when it installed them.
+    """
+    import reconciler
+
+    compileall.compile_dir(Path(reconciler.__file__).parent, quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="size factor")
@@ -518,6 +532,7 @@ def main() -> None:
     args = parser.parse_args()
     chosen = [n for n in args.only.split(",") if n] or list(SCENARIOS)
     started = time.perf_counter()
+    compile_package()
     rows: list[Row] = []
     for name in chosen:
         print(f"running {name} ...", file=sys.stderr, flush=True)
