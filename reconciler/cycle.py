@@ -37,6 +37,7 @@ from reconciler.retrying import RetryPolicy
 from reconciler.secrets import SecretResolver
 from reconciler.settings import Settings
 from reconciler.spec import JobFile, JobSpec, status_path_for
+from reconciler.status_document import build_document
 from reconciler.statuses import TERMINAL_STATUSES
 from reconciler.store import JobRow, Store
 from reconciler.timeutil import from_iso, from_unix, to_iso, utc_now
@@ -566,7 +567,7 @@ class Cycle:
             return None
         job_path = job.job_file.path
         trigger = store.trigger(row.trigger_id) if row.trigger_id else None
-        document = status_files.build_document(row, store.batches(row.name), trigger)
+        document = build_document(row, store.batches(row.name), trigger)
         path = status_path_for(job_path)
         written, digest = status_files.write_document(
             path, document, job_path.name, row.status_digest

@@ -1,4 +1,4 @@
-"""What one cycle did, for the command's output and the daemon's log."""
+"""The report of one cycle, for the command's output and the daemon's log."""
 
 from __future__ import annotations
 

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import TCError
 from reconciler.settings import Settings
-from reconciler.settled import settled_report
-from reconciler.status_files import build_document
+from reconciler.status_document import build_document
 from reconciler.store import EventRow, Store
 
 if TYPE_CHECKING:
@@ -50,6 +49,8 @@ def apply(
 
         cycle = Cycle(job_dir, settings, due_only=due_only)
         return cycle.plan(allow_empty=allow_empty)
+    from reconciler.settled import settled_report
+
     store = Store.open(settings.state_dir)
     try:
         report = settled_report(job_dir, settings, store)
@@ -112,7 +113,7 @@ def status(
     """
     store = Store.open(settings.state_dir, create=False)
     try:
-        jobs = store.jobs()
+        jobs = store.jobs(with_spec=False)
         missing = [n for n in names if n not in jobs]
         if missing:
             known = ", ".join(sorted(jobs)) or "none"

@@ -1,7 +1,7 @@
 """Skip a cycle that would change nothing.
 
 A cycle after which every job is idle (see ``jobstate.is_idle``), every job
-file is valid and stored at the revision on disk, and every status file holds
+file is valid and stored at the revision on disk, and every status file contains
 what the database says it was written with, records a fingerprint of what
 such a cycle depends on: the bytes of the job directory's YAML files and the
 names of its other entries, the settings, the tc version and the jobs table.
@@ -55,7 +55,7 @@ def read_inputs(
     """Fingerprint what a cycle over ``job_dir`` would read.
 
     Returns None when the directory cannot be vouched for: it cannot be read,
-    or it holds a symbolic link, whose target may change while the directory
+    or it contains a symbolic link, whose target may change while the directory
     does not.
     """
     digest = hashlib.sha256()

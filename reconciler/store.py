@@ -21,21 +21,20 @@ Tables:
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import logging
+
     import sqlite_utils
 
 from reconciler.errors import StoreError
 from reconciler.timeutil import to_iso, utc_now
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -51,8 +50,12 @@ GITIGNORE_TEXT = (
     "# Created by TeckoChecker: the state directory is never committed.\n*\n"
 )
 
+# The row classes are snapshots: changing an instance changes nothing in the
+# database. They are not frozen because a frozen dataclass takes about five
+# times as long to build, which `tc status` pays for every row it reads.
 
-@dataclass(frozen=True)
+
+@dataclass
 class JobRow:
     """A job as the state database records it."""
 
@@ -74,7 +77,7 @@ class JobRow:
     status_digest: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class BatchRow:
     """One batch of one job, with the latest fields OpenAI reported."""
 
@@ -91,7 +94,7 @@ class BatchRow:
     created_at: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class TriggerRow:
     """One claimed trigger of a job.
 
@@ -120,7 +123,7 @@ class TriggerRow:
     superseded: int  # 0 when current or never superseded; see SUPERSEDED_BY_*
 
 
-@dataclass(frozen=True)
+@dataclass
 class EventRow:
     """One entry of a job's history."""
 
@@ -130,7 +133,7 @@ class EventRow:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class SecretRow:
     """One entry of the secret store: a name, an optional type and a Fernet token.
 
@@ -153,15 +156,21 @@ _BOOL_COLUMNS = {"keboola_finished"}
 class _Reader:
     """How the rows of one table become instances of its row class.
 
-    ``columns`` names the table's columns in the order of the class's
-    fields, so that each fetched tuple becomes an instance positionally;
-    ``conversions`` holds (position, True) for a JSON column and
+    ``names`` lists the table's columns in the order of the class's fields,
+    so that each fetched tuple becomes an instance positionally;
+    ``conversions`` lists (position, True) for a JSON column and
     (position, False) for a boolean one.
     """
 
     table: str
-    columns: str
+    names: tuple[str, ...]
     conversions: tuple[tuple[int, bool], ...]
+
+    def columns(self, skip: Sequence[str] = ()) -> str:
+        """Return the SELECT list, with NULL in place of the ``skip`` columns."""
+        return ", ".join(
+            "NULL" if name in skip else f"{self.table}.{name}" for name in self.names
+        )
 
 
 def _reader(cls: type[Any], table: str) -> _Reader:
@@ -171,8 +180,7 @@ def _reader(cls: type[Any], table: str) -> _Reader:
         for i, name in enumerate(names)
         if name in _JSON_COLUMNS or name in _BOOL_COLUMNS
     )
-    columns = ", ".join(f"{table}.{name}" for name in names)
-    return _Reader(table, columns, conversions)
+    return _Reader(table, tuple(names), conversions)
 
 
 _READERS = {
@@ -187,19 +195,19 @@ _READERS = {
 }
 
 
-def _rows_to(cls: type[Any], rows: Iterable[Sequence[Any]]) -> list[Any]:
-    conversions = _READERS[cls].conversions
-    result = []
-    for row in rows:
-        values = list(row)
-        for position, is_json in conversions:
-            value = values[position]
-            if is_json:
-                values[position] = None if value is None else json.loads(value)
-            else:
-                values[position] = bool(value)
-        result.append(cls(*values))
-    return result
+def _rows_to(cls: type[Any], rows: Sequence[Sequence[Any]]) -> list[Any]:
+    if not rows:
+        return []
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for position, is_json in _READERS[cls].conversions:
+        if is_json:
+            # One parse of the column as a JSON array costs a fraction of a
+            # json.loads call per row.
+            texts = ("null" if text is None else text for text in columns[position])
+            columns[position] = json.loads("[" + ",".join(texts) + "]")
+        else:
+            columns[position] = [bool(value) for value in columns[position]]
+    return [cls(*values) for values in zip(*columns, strict=True)]
 
 
 def _to_columns(values: dict[str, Any]) -> dict[str, Any]:
@@ -355,10 +363,14 @@ class Store:
         join: str = "",
         order_by: str | None = None,
         limit: int | None = None,
+        skip: Sequence[str] = (),
     ) -> list[Any]:
-        """Read rows of ``cls``'s table as instances of ``cls``."""
+        """Read rows of ``cls``'s table as instances of ``cls``.
+
+        The columns in ``skip`` are not read; their fields are None.
+        """
         reader = _READERS[cls]
-        sql = f"SELECT {reader.columns} FROM {reader.table} {join}"
+        sql = f"SELECT {reader.columns(skip)} FROM {reader.table} {join}"
         if where:
             sql += f" WHERE {where}"
         if order_by:
@@ -464,7 +476,9 @@ class Store:
         try:
             self._conn.execute("ROLLBACK")
         except sqlite3.Error as error:
-            log.warning("Rolling back a transaction on %s failed: %s", self.path, error)
+            _log().warning(
+                "Rolling back a transaction on %s failed: %s", self.path, error
+            )
 
     def _migrate(self) -> None:
         # Most opens find the schema current. Checking that without the write
@@ -484,7 +498,7 @@ class Store:
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[target](self.db)
                 self._set_meta("schema_version", str(target))
-                log.info("State database migrated to schema version %d", target)
+                _log().info("State database migrated to schema version %d", target)
 
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute(
@@ -518,9 +532,14 @@ class Store:
 
     # Jobs
 
-    def jobs(self) -> dict[str, JobRow]:
-        """Return every job, by name."""
-        return {row.name: row for row in self._fetch(JobRow, order_by="name")}
+    def jobs(self, *, with_spec: bool = True) -> dict[str, JobRow]:
+        """Return every job, by name; without the spec (None) if not ``with_spec``.
+
+        The spec is the largest column, and what only a cycle reads.
+        """
+        skip = () if with_spec else ("spec",)
+        rows = self._fetch(JobRow, order_by="name", skip=skip)
+        return {row.name: row for row in rows}
 
     def job(self, name: str) -> JobRow | None:
         """Return one job, or None."""
@@ -810,6 +829,14 @@ class Store:
                     row.name, {"ciphertext": reencrypt(row)}
                 )
             return len(rows)
+
+
+def _log() -> logging.Logger:
+    # Imported when a message is logged, which a plain read never does, so
+    # that `tc status` starts without the logging package.
+    import logging
+
+    return logging.getLogger(__name__)
 
 
 def _prepare_state_dir(state_dir: Path) -> None:

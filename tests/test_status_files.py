@@ -6,12 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.status_files import (
-    build_document,
-    render,
-    write_document,
-    write_if_changed,
-)
+from reconciler.status_document import build_document
+from reconciler.status_files import render, write_document, write_if_changed
 from reconciler.store import BatchRow, JobRow, TriggerRow
 
 

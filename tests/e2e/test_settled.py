@@ -1,7 +1,7 @@
 """End-to-end tests of the settled shortcut of `tc apply`.
 
 Once every job is done, `tc apply` reports the recorded state without a
-cycle; every change to what a cycle reads must bring the full cycle back.
+cycle. Every change to what a cycle reads must bring the full cycle back.
 """
 
 from __future__ import annotations

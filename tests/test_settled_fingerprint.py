@@ -24,7 +24,7 @@ def fingerprint(directory: Path, settings: Settings, store: Store) -> str | None
     return None if inputs is None else inputs.fingerprint
 
 
-def test_same_inputs_give_the_same_fingerprint(tmp_path: Path) -> None:
+def test_fingerprint_same_for_same_inputs(tmp_path: Path) -> None:
     directory = job_dir(tmp_path)
     settings = Settings(state_dir=tmp_path / "state")
     store = Store.open(settings.state_dir)
@@ -35,7 +35,7 @@ def test_same_inputs_give_the_same_fingerprint(tmp_path: Path) -> None:
     assert fingerprint(directory, settings, store) == first
 
 
-def test_every_input_changes_the_fingerprint(tmp_path: Path) -> None:
+def test_fingerprint_changes_with_every_input(tmp_path: Path) -> None:
     directory = job_dir(tmp_path)
     settings = Settings(state_dir=tmp_path / "state")
     store = Store.open(settings.state_dir)
@@ -59,7 +59,7 @@ def test_every_input_changes_the_fingerprint(tmp_path: Path) -> None:
     assert len(seen) == 7
 
 
-def test_a_symbolic_link_cannot_be_vouched_for(tmp_path: Path) -> None:
+def test_fingerprint_none_with_symbolic_link(tmp_path: Path) -> None:
     directory = job_dir(tmp_path)
     settings = Settings(state_dir=tmp_path / "state")
     store = Store.open(settings.state_dir)
@@ -68,14 +68,14 @@ def test_a_symbolic_link_cannot_be_vouched_for(tmp_path: Path) -> None:
     assert fingerprint(directory, settings, store) is None
 
 
-def test_a_missing_directory_cannot_be_vouched_for(tmp_path: Path) -> None:
+def test_fingerprint_none_without_directory(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state")
     store = Store.open(settings.state_dir)
 
     assert fingerprint(tmp_path / "absent", settings, store) is None
 
 
-def test_file_hashes_are_reported_by_name(tmp_path: Path) -> None:
+def test_file_hashes_by_file_name(tmp_path: Path) -> None:
     directory = job_dir(tmp_path)
     (directory / "README.md").write_text("Jobs.\n", encoding="utf-8")
     settings = Settings(state_dir=tmp_path / "state")
