@@ -82,7 +82,7 @@ def validate(paths: Sequence[Path], settings: Settings) -> list[JobFile]:
     return load_paths(paths, settings)
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobView:
     """A job as ``tc status`` shows it.
 
@@ -111,7 +111,10 @@ def status(
         UnknownJobError: a named job is not in the state database.
         StoreError: there is no state database yet.
     """
-    store = Store.open(settings.state_dir, create=False)
+    # The quick check reads every page, also the events table's (up to 200
+    # events a job), of which tc status reads one job's at most. A damaged
+    # page still fails the read that meets it.
+    store = Store.open(settings.state_dir, create=False, check=False)
     try:
         jobs = store.jobs(with_spec=False)
         missing = [n for n in names if n not in jobs]

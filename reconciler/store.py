@@ -377,7 +377,11 @@ class Store:
             sql += f" ORDER BY {order_by}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return _rows_to(cls, self._conn.execute(sql, list(params)).fetchall())
+        try:
+            rows = self._conn.execute(sql, list(params)).fetchall()
+        except sqlite3.Error as error:
+            raise _store_error(self.path, error) from error
+        return _rows_to(cls, rows)
 
     def _table_exists(self, table: str) -> bool:
         row = self._conn.execute(
@@ -386,8 +390,12 @@ class Store:
         return row is not None
 
     @classmethod
-    def open(cls, state_dir: Path, *, create: bool = True) -> Store:
+    def open(cls, state_dir: Path, *, create: bool = True, check: bool = True) -> Store:
         """Open (and if needed create and migrate) the database in ``state_dir``.
+
+        ``check`` runs SQLite's quick check, which reads every page, before
+        anything else. A command that only reads can skip it: a damaged page
+        then raises StoreError when a read reaches it.
 
         Raises:
             StoreError: the directory cannot be created, the file is not a
@@ -415,7 +423,8 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            _check_integrity(conn, path)
+            if check:
+                _check_integrity(conn, path)
             store._migrate()
         except sqlite3.Error as error:
             conn.close()
@@ -876,11 +885,13 @@ def _store_error(path: Path, error: sqlite3.Error) -> StoreError:
             f"state database {path} is locked by another process for more than "
             f"{BUSY_TIMEOUT_SECONDS:g} s; try again, or look for a stuck tc process"
         )
-    elif "not a database" in text or "malformed" in text:
+    elif "not a database" in text:
         msg = (
             f"state database {path} is not a valid SQLite database ({text}); "
             f"{_DAMAGED_ADVICE}"
         )
+    elif "malformed" in text:
+        msg = f"state database {path} is damaged ({text}); {_DAMAGED_ADVICE}"
     elif "readonly" in text or "read-only" in text:
         msg = f"state database {path} is read-only; make its directory writable"
     elif "disk is full" in text or "disk I/O error" in text:

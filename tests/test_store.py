@@ -50,6 +50,48 @@ def test_not_sqlite_file_is_clear_error(tmp_path: Path) -> None:
         Store.open(tmp_path)
 
 
+def _damage_batches_table(tmp_path: Path) -> None:
+    """Fill the batches table over several pages, then scramble one of them."""
+    store = Store.open(tmp_path)
+    store.insert_job("a", path="a.yaml", revision="r", status="active")
+    store.set_batch_ids("a", [f"batch_{i:04d}_{'x' * 40}" for i in range(400)])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = [
+        row[0]
+        for row in conn.execute("SELECT pageno FROM dbstat WHERE name = 'batches'")
+    ]
+    conn.close()
+    assert len(pages) > 2
+    path = tmp_path / "state.db"
+    data = bytearray(path.read_bytes())
+    start = (pages[-1] - 1) * page_size
+    for offset in range(start, start + page_size, 3):
+        data[offset] = (data[offset] + 0x5A) % 256
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_page_fails_the_quick_check(tmp_path: Path) -> None:
+    _damage_batches_table(tmp_path)
+
+    with pytest.raises(StoreError, match="is damaged"):
+        Store.open(tmp_path)
+
+
+def test_unchecked_read_of_damaged_page_raises(tmp_path: Path) -> None:
+    _damage_batches_table(tmp_path)
+    store = Store.open(tmp_path, create=False, check=False)
+
+    try:
+        with pytest.raises(StoreError, match="is damaged") as caught:
+            store.all_batches()
+    finally:
+        store.close()
+    assert "restore it from a backup" in str(caught.value)
+
+
 def test_missing_database_without_create(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="run `tc apply` first"):
         Store.open(tmp_path, create=False)
