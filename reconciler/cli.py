@@ -207,8 +207,10 @@ def status(
     mappings = [v.as_mapping() for v in views]
     if output == "json":
         # One job per line: grep finds a job, jq reads the array, and the
-        # C encoder (which indenting would turn off) keeps it fast.
-        lines = ",\n".join(json.dumps(m) for m in mappings)
+        # C encoder (which indenting would turn off) keeps it fast. The
+        # mappings are trees, so the encoder need not look for cycles.
+        encode = json.JSONEncoder(check_circular=False).encode
+        lines = ",\n".join(encode(m) for m in mappings)
         sys.stdout.write(f"[\n{lines}\n]\n" if mappings else "[]\n")
     elif output == "yaml":
         import yaml
