@@ -174,3 +174,16 @@ def test_update_job_writes_fields(tmp_path: Path) -> None:
         assert row.spec == {"batch_ids": ["batch_x"]}
     finally:
         store.close()
+
+
+def test_json_column_with_huge_integer_reads_back(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    store.insert_job("a", path="a.yaml", revision="r", status="active")
+    store.set_batch_ids("a", ["batch_1", "batch_2"])
+    huge = 2**70 + 1
+    store.update_batch("a", "batch_1", request_counts={"total": huge})
+    store.update_batch("a", "batch_2", request_counts={"total": 3})
+
+    batches = store.batches("a")
+
+    assert [b.request_counts for b in batches] == [{"total": huge}, {"total": 3}]
