@@ -206,12 +206,10 @@ def status(
         _fail(str(error))
     mappings = [v.as_mapping() for v in views]
     if output == "json":
-        # One job per line: grep finds a job, jq reads the array, and the
-        # C encoder (which indenting would turn off) keeps it fast. The
-        # mappings are trees, so the encoder need not look for cycles.
-        encode = json.JSONEncoder(check_circular=False).encode
-        lines = ",\n".join(encode(m) for m in mappings)
-        sys.stdout.write(f"[\n{lines}\n]\n" if mappings else "[]\n")
+        lines = b",\n".join(_json_line(m) for m in mappings)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b"[\n" + lines + b"\n]\n" if mappings else b"[]\n")
+        sys.stdout.buffer.flush()
     elif output == "yaml":
         import yaml
 
@@ -395,6 +393,20 @@ _STATUS_COLOURS = {
     "invalid": "red",
     "paused": "dim",
 }
+
+
+def _json_line(mapping: dict[str, Any]) -> bytes:
+    """Encode one job of ``tc status -o json``: one job per line, for grep.
+
+    orjson encodes three times as fast as the json module, but only integers
+    that fit in 64 bits; the json module encodes a job with a larger one.
+    """
+    import orjson
+
+    try:
+        return orjson.dumps(mapping)
+    except orjson.JSONEncodeError:
+        return json.dumps(mapping, separators=(",", ":")).encode()
 
 
 def _status_markup(value: str) -> str:
