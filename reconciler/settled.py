@@ -170,7 +170,17 @@ def _match_files(
     files: Mapping[str, tuple[Path, Path]],
     inputs: Inputs,
 ) -> bool:
-    """Tell whether each job's row matches its job file and status file on disk."""
+    """Tell whether the job files on disk are the loaded ones, matching their rows.
+
+    A job file added while the cycle ran was not loaded, so the cycle's
+    outcome does not cover it and must not be recorded for its bytes.
+    """
+    # The cycle that records has imported the loader already.
+    from reconciler.spec import is_job_file_name
+
+    on_disk = {name for name in inputs.file_hashes if is_job_file_name(name)}
+    if on_disk != {job_path.name for job_path, _ in files.values()}:
+        return False
     for name, row in rows.items():
         job_path, status_path = files[name]
         job_hash = inputs.file_hashes.get(job_path.name)

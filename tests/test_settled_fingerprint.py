@@ -6,8 +6,10 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
+from reconciler.plan import Plan
+from reconciler.report import CycleReport
 from reconciler.settings import Settings
-from reconciler.settled import read_inputs
+from reconciler.settled import read_inputs, record
 from reconciler.store import Store
 
 
@@ -87,3 +89,54 @@ def test_file_hashes_by_file_name(tmp_path: Path) -> None:
     assert sorted(inputs.file_hashes) == ["a.status.yaml", "a.yaml"]
     expected = hashlib.sha256(b"batch_ids: [batch_1]\n").hexdigest()
     assert inputs.file_hashes["a.yaml"] == expected
+
+
+def settled_row_store(tmp_path: Path, directory: Path) -> tuple[Settings, Store]:
+    """Store a paused job whose row matches a.yaml and a.status.yaml on disk."""
+    settings = Settings(state_dir=tmp_path / "state")
+    store = Store.open(settings.state_dir)
+    job_hash = hashlib.sha256((directory / "a.yaml").read_bytes()).hexdigest()
+    status_hash = hashlib.sha256((directory / "a.status.yaml").read_bytes())
+    store.insert_job(
+        "a",
+        path=str(directory / "a.yaml"),
+        revision=job_hash[:12],
+        spec_revision=job_hash[:12],
+        status="paused",
+        status_digest=f"document:{status_hash.hexdigest()}",
+    )
+    return settings, store
+
+
+def record_clean(directory: Path, settings: Settings, store: Store) -> bool:
+    files = {"a": (directory / "a.yaml", directory / "a.status.yaml")}
+    report = CycleReport(plan=Plan(()), dry_run=False)
+    return record(store, directory, settings, report, files)
+
+
+def test_record_settled_when_rows_match_files(tmp_path: Path) -> None:
+    directory = job_dir(tmp_path)
+    settings, store = settled_row_store(tmp_path, directory)
+
+    assert record_clean(directory, settings, store)
+    assert store.settled_fingerprint() == fingerprint(directory, settings, store)
+
+
+def test_record_nothing_for_job_file_added_during_cycle(tmp_path: Path) -> None:
+    directory = job_dir(tmp_path)
+    settings, store = settled_row_store(tmp_path, directory)
+    assert record_clean(directory, settings, store)
+
+    (directory / "b.yaml").write_text("batch_ids: [batch_2]\n", encoding="utf-8")
+
+    assert not record_clean(directory, settings, store)
+    assert store.settled_fingerprint() is None
+
+
+def test_record_nothing_for_status_file_changed_by_hand(tmp_path: Path) -> None:
+    directory = job_dir(tmp_path)
+    settings, store = settled_row_store(tmp_path, directory)
+
+    (directory / "a.status.yaml").write_text("job: a\nstatus: x\n", encoding="utf-8")
+
+    assert not record_clean(directory, settings, store)
