@@ -1,9 +1,9 @@
 """Skip a cycle that would change nothing.
 
-A cycle after which every job is idle (see ``jobstate.is_idle``), every job
-file is valid and stored at the revision on disk, and every status file contains
-what the database says it was written with, records a fingerprint of what
-such a cycle depends on: the bytes of the job directory's YAML files and the
+A cycle after which every job is idle (see ``jobstate.is_idle``), the job
+files on disk are the ones it loaded, each valid and stored at its revision
+on disk, and every status file matches the digest the database recorded for
+it, records a fingerprint of what such a cycle depends on: the bytes of the job directory's YAML files and the
 names of its other entries, the settings, the tc version and the jobs table.
 
 The next ``tc apply`` whose inputs have the same fingerprint would parse the
@@ -153,8 +153,8 @@ def _all_idle(
 ) -> bool:
     if set(rows) != set(files):
         return False
-    # An idle job has no next check; this spares reading batches and
-    # triggers after most cycles of a busy daemon.
+    # An idle job has no next check, so this test spares reading batches
+    # and triggers after most cycles of a busy daemon.
     if any(row.next_check_at is not None for row in rows.values()):
         return False
     batches = store.all_batches()
