@@ -206,9 +206,8 @@ def status(
         _fail(str(error))
     mappings = [v.as_mapping() for v in views]
     if output == "json":
-        lines = b",\n".join(_json_line(m) for m in mappings)
         sys.stdout.flush()
-        sys.stdout.buffer.write(b"[\n" + lines + b"\n]\n" if mappings else b"[]\n")
+        sys.stdout.buffer.write(_json_lines(mappings))
         sys.stdout.buffer.flush()
     elif output == "yaml":
         import yaml
@@ -395,18 +394,21 @@ _STATUS_COLOURS = {
 }
 
 
-def _json_line(mapping: dict[str, Any]) -> bytes:
-    """Encode one job of ``tc status -o json``: one job per line, for grep.
+def _json_lines(mappings: list[dict[str, Any]]) -> bytes:
+    """Encode ``tc status -o json`` as an array with one job per line, for grep.
 
     orjson encodes three times as fast as the json module. It rejects
-    integers beyond 64 bits, so a job holding one is encoded by json.
+    integers beyond 64 bits, so a job that contains one is encoded by json.
     """
     import orjson
 
-    try:
-        return orjson.dumps(mapping)
-    except orjson.JSONEncodeError:
-        return json.dumps(mapping, separators=(",", ":")).encode()
+    lines = []
+    for mapping in mappings:
+        try:
+            lines.append(orjson.dumps(mapping))
+        except orjson.JSONEncodeError:
+            lines.append(json.dumps(mapping, separators=(",", ":")).encode())
+    return b"[\n" + b",\n".join(lines) + b"\n]\n" if lines else b"[]\n"
 
 
 def _status_markup(value: str) -> str:

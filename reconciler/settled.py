@@ -140,13 +140,26 @@ def record(
     # Rows, batches and triggers are read in the write transaction that
     # records the result, so no other process can change them in between.
     with store.transaction():
-        rows = store.jobs() if clean else {}
-        if clean and _all_idle(store, rows, files):
-            inputs = read_inputs(job_dir, settings, rows.values())
-            if inputs is not None and _match_files(rows, files, inputs):
-                fingerprint = inputs.fingerprint
+        if clean:
+            fingerprint = _settled_fingerprint(store, job_dir, settings, files)
         store.set_settled_fingerprint(fingerprint)
     return fingerprint is not None
+
+
+def _settled_fingerprint(
+    store: Store,
+    job_dir: Path,
+    settings: Settings,
+    files: Mapping[str, tuple[Path, Path]],
+) -> str | None:
+    """Return the fingerprint of the inputs if every job is settled, else None."""
+    rows = store.jobs()
+    if not _all_idle(store, rows, files):
+        return None
+    inputs = read_inputs(job_dir, settings, rows.values())
+    if inputs is None or not _match_files(rows, files, inputs):
+        return None
+    return inputs.fingerprint
 
 
 def _all_idle(
