@@ -515,10 +515,10 @@ def render(rows: list[Row], command: str, seconds: float) -> str:
 def compile_package() -> None:
     """Byte-compile the reconciler package, as installing it from a wheel does.
 
-    An editable install leaves compiling to the first import, and with
-    PYTHONDONTWRITEBYTECODE set no import keeps the result: every run of tc
-    would then compile its modules again, while the floors import libraries
-    that pip compiled when it installed them.
+    An editable install leaves compiling to the first import. With
+    PYTHONDONTWRITEBYTECODE set no import keeps the result, so every run of
+    tc would compile its modules again. The floors import libraries that pip
+    compiled when it installed them.
     """
     import reconciler
 

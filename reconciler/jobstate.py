@@ -70,7 +70,7 @@ def derive_status(
 def is_idle(
     status: str, batches: Sequence[BatchRow], trigger: TriggerRow | None
 ) -> bool:
-    """True when a job has nothing left to poll, send or follow.
+    """Tell whether a job has nothing left to poll, send or follow.
 
     That is a paused job, or one whose batches are all terminal and whose
     trigger Keboola rejected, or accepted and finished running.

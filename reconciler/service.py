@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from reconciler.secrets import SecretResolver
     from reconciler.spec import JobFile
 
-# The cycle pulls in asyncio, httpx, pydantic and cryptography; the
+# The cycle pulls in asyncio, httpx, pydantic and cryptography. The
 # operations that need it import it themselves, so `tc status` starts
 # without them.
 

@@ -188,8 +188,8 @@ def read_settings_file(state_dir: Path) -> frozenset[str]:
         reason = getattr(error, "strerror", None) or type(error).__name__
         msg = f"settings file {path} cannot be read ({reason})"
         raise SettingsError(msg) from None
-    # Imported here: most state directories have no settings file, and
-    # `tc status` then starts without the YAML parser.
+    # The YAML parser is imported here because most state directories have
+    # no settings file, so `tc status` usually starts without it.
     import yaml
 
     from reconciler.yaml_loader import compose_document, find_duplicate_keys

@@ -1,11 +1,11 @@
 """Skip a cycle that would change nothing.
 
-A cycle after which every job is idle (see ``jobstate.is_idle``), the job
-files on disk are the ones it loaded, each valid and stored at its revision
-on disk, and every status file matches the digest the database recorded for
-it, records a fingerprint of what such a cycle depends on: the bytes of the
-job directory's YAML files and the names of its other entries, the
-settings, the tc version and the jobs table.
+Some cycles end settled: every job is idle (see ``jobstate.is_idle``), the
+job files on disk are the ones the cycle loaded, each valid and stored at the
+revision of its bytes, and every status file matches the digest the database
+recorded for it. Such a cycle records a fingerprint of what the next cycle
+depends on: the bytes of the job directory's YAML files, the names of its other
+entries, the settings, the tc version and the jobs table.
 
 The next ``tc apply`` whose inputs have the same fingerprint would parse the
 same files, poll and trigger nothing and write nothing, so it reports the

@@ -1,8 +1,8 @@
 """The status document of a job: the mapping its status file and ``tc status`` show.
 
-It is built from database rows only, with its keys in their fixed order, so
-that ``status_files`` can render it and ``tc status`` can print it without
-the file-writing machinery.
+It is built from database rows only, with its keys in their fixed order.
+``status_files`` renders it, and ``tc status`` prints it without importing
+the file writer.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ class _Reader:
     """How the rows of one table become instances of its row class.
 
     ``names`` lists the table's columns in the order of the class's fields,
-    so that each fetched tuple becomes an instance positionally;
+    so that each fetched tuple becomes an instance positionally.
     ``conversions`` lists (position, True) for a JSON column and
     (position, False) for a boolean one.
     """

@@ -122,7 +122,7 @@ def test_record_settled_when_rows_match_files(tmp_path: Path) -> None:
     assert store.settled_fingerprint() == fingerprint(directory, settings, store)
 
 
-def test_record_nothing_for_job_file_added_during_cycle(tmp_path: Path) -> None:
+def test_record_skips_file_added_mid_cycle(tmp_path: Path) -> None:
     directory = job_dir(tmp_path)
     settings, store = settled_row_store(tmp_path, directory)
     assert record_clean(directory, settings, store)
@@ -133,7 +133,7 @@ def test_record_nothing_for_job_file_added_during_cycle(tmp_path: Path) -> None:
     assert store.settled_fingerprint() is None
 
 
-def test_record_nothing_for_status_file_changed_by_hand(tmp_path: Path) -> None:
+def test_record_skips_hand_edited_status_file(tmp_path: Path) -> None:
     directory = job_dir(tmp_path)
     settings, store = settled_row_store(tmp_path, directory)
 

@@ -54,7 +54,7 @@ def done_workspace(workspace: Start) -> Workspace:
     return ws
 
 
-def test_skipped_cycle_reports_what_the_full_cycle_reported(
+def test_skipped_cycle_report_matches_full_cycle(
     workspace: Start,
 ) -> None:
     ws = done_workspace(workspace)
@@ -82,7 +82,7 @@ def test_skipped_cycle_reports_what_the_full_cycle_reported(
     assert {p.name: p.read_bytes() for p in ws.job_dir.iterdir()} == before
 
 
-def test_skipped_cycle_prints_the_plan_and_outcome(workspace: Start) -> None:
+def test_skipped_cycle_prints_plan_and_outcome(workspace: Start) -> None:
     ws = done_workspace(workspace)
     settle(ws)
 
@@ -111,7 +111,7 @@ def test_edited_job_file_runs_a_full_cycle(workspace: Start) -> None:
     ]
 
 
-def test_status_file_changed_by_hand_is_written_again(workspace: Start) -> None:
+def test_hand_edited_status_file_rewritten(workspace: Start) -> None:
     ws = done_workspace(workspace)
     settle(ws)
     original = ws.status_path("clean").read_bytes()
@@ -124,7 +124,7 @@ def test_status_file_changed_by_hand_is_written_again(workspace: Start) -> None:
     assert ws.status_path("clean").read_bytes() == original
 
 
-def test_deleted_status_file_is_written_again(workspace: Start) -> None:
+def test_deleted_status_file_rewritten(workspace: Start) -> None:
     ws = done_workspace(workspace)
     settle(ws)
     original = ws.status_path("mixed").read_bytes()
@@ -136,7 +136,7 @@ def test_deleted_status_file_is_written_again(workspace: Start) -> None:
     assert ws.status_path("mixed").read_bytes() == original
 
 
-def test_rerun_after_a_skipped_cycle_triggers_again(workspace: Start) -> None:
+def test_rerun_after_skip_triggers_again(workspace: Start) -> None:
     ws = done_workspace(workspace)
     settle(ws)
 
@@ -185,7 +185,7 @@ def test_changed_setting_runs_a_full_cycle(workspace: Start) -> None:
     assert [f["path"] for f in report["invalid_files"]] == ["jobs.d/mixed.yaml"]
 
 
-def test_left_over_temporary_file_is_removed(workspace: Start) -> None:
+def test_leftover_temporary_file_removed(workspace: Start) -> None:
     ws = done_workspace(workspace)
     settle(ws)
     leftover = ws.job_dir / ".clean.status.yaml.k1l2.tmp"
@@ -197,7 +197,7 @@ def test_left_over_temporary_file_is_removed(workspace: Start) -> None:
     assert not leftover.exists()
 
 
-def test_pending_batches_are_polled_every_time(workspace: Start) -> None:
+def test_pending_batches_polled_every_cycle(workspace: Start) -> None:
     ws = workspace(scenario({"batch_a": terminal("completed"), "batch_r": running()}))
     ws.write_job("waiting", ["batch_a", "batch_r"])
 
@@ -219,7 +219,7 @@ def test_suspended_job_is_settled(workspace: Start) -> None:
     assert ws.sim.count_requests("GET", "/v1/batches/batch_r") == 0
 
 
-def test_state_database_of_another_directory_is_not_reused(
+def test_other_directory_runs_full_cycle(
     workspace: Start,
 ) -> None:
     ws = done_workspace(workspace)
@@ -238,7 +238,7 @@ def test_state_database_of_another_directory_is_not_reused(
     assert status["status"] == "completed"
 
 
-def test_fingerprint_does_not_depend_on_hash_seed(workspace: Start) -> None:
+def test_fingerprint_independent_of_hash_seed(workspace: Start) -> None:
     ws = done_workspace(workspace)
     ws.env["TC_ALLOWED_HOSTS"] = "127.0.0.1,a.example.test,b.example.test,c.test"
     ws.env["PYTHONHASHSEED"] = "1"
@@ -250,7 +250,7 @@ def test_fingerprint_does_not_depend_on_hash_seed(workspace: Start) -> None:
     assert shortcut(report)
 
 
-def test_status_command_agrees_after_a_skipped_cycle(workspace: Start) -> None:
+def test_status_agrees_after_skipped_cycle(workspace: Start) -> None:
     ws = done_workspace(workspace)
     settle(ws)
     apply_json(ws)
